@@ -1,0 +1,92 @@
+"""Typed models of the projection file: the single declaration of the YAML contract.
+
+These models drive parsing, `cdc-projector validate`, the generated docs
+(docs/projections-reference.md) and the JSON Schema. Field descriptions are
+user-facing text.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class SourceConfig(_Model):
+    dsn: str | None = Field(None, description="libpq DSN/URL of the legacy PostgreSQL database (read-only use, plus a replication slot in direct mode).")
+    topic_prefix: str = Field("shop", description="Debezium `topic.prefix`: topics are `<prefix>.<schema>.<table>`.")
+    slot_name: str = Field("cdc_projector", description="Replication slot used by `run --source postgres`.")
+    publication: str = Field("cdc_projector", description="Publication the slot decodes (created by the stack setup or by the operator).")
+
+
+class SinkConfig(_Model):
+    type: Literal["clickhouse", "mongodb"] = Field(description="Sink kind.")
+    url: str | None = Field(None, description="`mongodb://...`, `http(s)://...` for a ClickHouse server, or `chdb:///path` for embedded ClickHouse (the default when empty).")
+    database: str = Field(description="Database that holds the views and the projector's own state.")
+
+
+class KafkaRuntime(_Model):
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    group_id: str = Field("cdc-projector", description="Consumer group of the projector instances.")
+
+
+class HttpRuntime(_Model):
+    bind: str = Field("127.0.0.1", description="Address of the dashboard, /metrics and the status API. Binding elsewhere requires CDC_PROJECTOR_TOKEN.")
+    port: int = Field(8765, description="Port of the dashboard, /metrics and the status API.")
+
+
+class RuntimeConfig(_Model):
+    kafka: KafkaRuntime = Field(default_factory=KafkaRuntime)
+    http: HttpRuntime = Field(default_factory=HttpRuntime)
+    batch_size: int = Field(5000, ge=1, description="Most events applied in one batch.")
+    batch_ms: int = Field(200, ge=1, description="Longest wait for a batch to fill, in milliseconds.")
+
+
+class Lookup(_Model):
+    """N:1: one row of another table, found by a column of the root row."""
+
+    from_: str = Field(alias="from", description="Looked-up table, `schema.table`.")
+    key: str = Field(description="Root column holding the looked-up row's primary key.")
+    fields: dict[str, str] = Field(description="Output name: SQL expression over the looked-up row.")
+
+
+class Embed(_Model):
+    """1:N: rows of a child table that point at the root, as an array."""
+
+    from_: str = Field(alias="from", description="Child table, `schema.table`.")
+    key: str = Field(description="Child column holding the root's primary key.")
+    where: str | None = Field(None, description="Filter on child rows (SQL expression).")
+    fields: dict[str, str] = Field(description="Output name: SQL expression over the child row.")
+    order_by: str | None = Field(None, description="`expr [ASC|DESC], ...`; ties broken by the child's primary key.")
+    limit: int | None = Field(None, ge=1, description="Keep only the first N children after ordering.")
+
+
+class Slo(_Model):
+    lag_p95_ms: int | None = Field(None, ge=1, description="Flag the projection when its p95 commit-to-view lag exceeds this.")
+    stale_after_s: int | None = Field(None, ge=1, description="Flag the projection when nothing (not even a heartbeat) was applied for this long.")
+
+
+class Projection(_Model):
+    kind: Literal["document", "table", "aggregate"]
+    sink: str = Field(description="Name of a sink under `sinks:`.")
+    from_: str = Field(alias="from", description="Root table, `schema.table`; one document/row per root row (aggregates: the rows being aggregated).")
+    collection: str | None = Field(None, description="MongoDB collection (document kind); default: the projection name.")
+    table: str | None = Field(None, description="ClickHouse table (table and aggregate kinds); default: the projection name.")
+    where: str | None = Field(None, description="Root rows failing this SQL expression are absent from the view.")
+    fields: dict[str, str] = Field(default_factory=dict, description="Output name: SQL expression over the root row.")
+    lookups: dict[str, Lookup] = Field(default_factory=dict)
+    embeds: dict[str, Embed] = Field(default_factory=dict)
+    group_by: dict[str, str] = Field(default_factory=dict, description="Aggregate kind: group name: SQL expression.")
+    measures: dict[str, str] = Field(default_factory=dict, description="Aggregate kind: name: count(*) | sum(x) | avg(x) | min(x) | max(x) | count(distinct x).")
+    slo: Slo | None = None
+
+
+class ProjectFile(_Model):
+    version: Literal[1] = 1
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    sinks: dict[str, SinkConfig] = Field(default_factory=dict)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    projections: dict[str, Projection] = Field(default_factory=dict)

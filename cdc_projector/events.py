@@ -1,0 +1,130 @@
+"""The one canonical change event, whatever the source.
+
+Both sources (Debezium over Kafka, PostgreSQL logical replication) produce
+:class:`ChangeEvent` values; everything downstream (engine, sinks, dead letters)
+sees only these.
+
+Values in ``before``/``after``/``key`` are decoded Python values:
+
+=====================  =====================================================
+PostgreSQL type        Python value
+=====================  =====================================================
+smallint/int/bigint    ``int``
+numeric(p,s)/numeric   ``decimal.Decimal`` (exact)
+real/double            ``float``
+boolean                ``bool``
+text/varchar/char      ``str``
+timestamptz            ``datetime`` aware, UTC, microseconds
+timestamp              ``datetime`` naive
+date                   ``datetime.date``
+time                   ``datetime.time``
+uuid                   ``uuid.UUID``
+jsonb/json             parsed JSON (``dict``/``list``/scalars)
+arrays                 ``list`` of the element type
+bytea                  ``bytes``
+=====================  =====================================================
+
+An unchanged TOASTed value that the source could not send is the sentinel
+:data:`UNCHANGED_TOAST`; it must never overwrite a real value.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+class Op(str, enum.Enum):
+    CREATE = "c"
+    UPDATE = "u"
+    DELETE = "d"
+    READ = "r"          # snapshot row
+    TRUNCATE = "t"
+    MESSAGE = "m"       # logical decoding message
+    HEARTBEAT = "h"     # no data; advances freshness and the checkpoint
+
+
+class _UnchangedToast:
+    __slots__ = ()
+
+    def __repr__(self) -> str:  # pragma: no cover - trivial
+        return "UNCHANGED_TOAST"
+
+    def __reduce__(self) -> str:
+        return "UNCHANGED_TOAST"
+
+
+UNCHANGED_TOAST: Any = _UnchangedToast()
+"""Placeholder for a TOASTed column the source did not resend (unchanged)."""
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Position:
+    """Where an event stands in the source's commit order.
+
+    Ordering is total over one source database: ``commit_lsn`` orders
+    transactions in commit order (for snapshot rows it is the snapshot's LSN),
+    ``seq`` orders the changes inside one transaction. Two events of the same
+    row compare in the order they were committed, so the engine can use a
+    position to discard a redelivered or replayed older change.
+    """
+
+    commit_lsn: int
+    seq: int = 0
+
+    def __str__(self) -> str:
+        return f"{format_lsn(self.commit_lsn)}#{self.seq}"
+
+
+def format_lsn(lsn: int) -> str:
+    """Format an LSN the way PostgreSQL prints it (``16/B374D848``)."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def parse_lsn(text: str) -> int:
+    """Parse ``16/B374D848`` into an integer LSN."""
+    hi, _, lo = text.strip().partition("/")
+    if not lo:
+        raise ValueError(f"not an LSN: {text!r} (expected e.g. 16/B374D848)")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+@dataclass(frozen=True, slots=True)
+class TableId:
+    schema: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> "TableId":
+        schema, dot, name = text.partition(".")
+        return cls(schema, name) if dot else cls("public", schema)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One row change (or heartbeat/truncate/message) from the source.
+
+    ``key`` maps primary-key column names to values (for every op that has a
+    row). ``before`` is the row before the change when the source knows it: with
+    REPLICA IDENTITY DEFAULT, updates have ``before=None`` and deletes carry only
+    the key columns. ``after`` is the row after (None for deletes). A
+    primary-key change arrives as a DELETE of the old key followed by a CREATE
+    of the new one.
+    """
+
+    op: Op
+    table: TableId | None
+    key: Mapping[str, Any] | None
+    before: Mapping[str, Any] | None
+    after: Mapping[str, Any] | None
+    position: Position
+    tx_id: int | None = None
+    commit_ts_us: int | None = None          # commit time, microseconds since epoch (UTC)
+    # where the raw event came from (topic/partition/offset or slot LSN), for
+    # checkpoints and dead letters; opaque to the engine
+    origin: Mapping[str, Any] = field(default_factory=dict)
+    # logical message prefix/content for Op.MESSAGE
+    message: Mapping[str, Any] | None = None
