@@ -46,7 +46,16 @@ class ConfigErrors(ConfigError):
 
 
 class ExpressionError(ConfigError):
-    """An expression in a projection file does not parse or type-check."""
+    """An expression in a projection file does not parse or type-check.
+
+    ``expr_col`` is the 1-based column inside the expression text where the
+    problem is; the config loader adds it to the YAML node's position.
+    """
+
+    def __init__(self, message: str, *, expr_col: int | None = None, file: str | None = None,
+                 line: int | None = None, col: int | None = None, hint: str | None = None) -> None:
+        self.expr_col = expr_col
+        super().__init__(message, file=file, line=line, col=col, hint=hint)
 
 
 class StackError(CdcProjectorError):
