@@ -67,7 +67,9 @@ def _b64(value: Any) -> bytes:
 
 def _unscaled_to_decimal(raw: bytes, scale: int) -> Decimal:
     unscaled = int.from_bytes(raw, "big", signed=True)
-    return Decimal(unscaled).scaleb(-scale)
+    if not scale:
+        return Decimal(unscaled)
+    return Decimal(f"{unscaled}e{-scale}")   # exact, whatever the precision
 
 
 def decimal_precise(scale: int) -> Decoder:
