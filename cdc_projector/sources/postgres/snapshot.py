@@ -1,0 +1,246 @@
+"""Initial (and on-demand) table snapshots consistent with a replication slot.
+
+How it works: ``CREATE_REPLICATION_SLOT ... LOGICAL pgoutput EXPORT_SNAPSHOT``
+returns a *consistent point* LSN and the name of an exported snapshot that sees
+exactly the transactions committed before that point. A second, normal
+connection imports it (``REPEATABLE READ`` + ``SET TRANSACTION SNAPSHOT``) and
+reads the tables in chunks, by keyset pagination on the primary key through a
+server-side cursor (memory stays bounded by the chunk size). Every row becomes
+an ``Op.READ`` event at ``Position(consistent_point, running seq)``; streaming
+then starts at the consistent point, so there is no gap and no duplicate.
+
+Columns are read cast to ``text`` and decoded with the same decoders as the
+stream (:mod:`.typecodec`), so a row looks identical whichever way it came.
+
+A snapshot of some tables only, while a slot is already streaming
+(:meth:`TableSnapshot.begin`), uses a TEMPORARY slot just to obtain an exported
+snapshot and its consistent point ``P``: rows are positioned at ``P`` and the
+caller ignores stream changes of those tables committed before ``P``.
+
+An exported snapshot dies with the session that holds it, so an interrupted
+snapshot cannot be continued later: see :mod:`.replication` for what the source
+does then (it starts that snapshot over; rows are idempotent by position).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import psycopg2
+from psycopg2 import sql
+
+from ...errors import SourceError
+from ...events import ChangeEvent, Op, Position, TableId
+from .slot import connect, create_slot
+from .typecodec import ValueDecoder, catalog_resolver, decoder_for
+
+_COLUMNS_SQL = """
+SELECT a.attname, a.atttypid::int, pg_catalog.format_type(a.atttypid, a.atttypmod),
+       COALESCE(a.attnum = ANY(i.indkey), false)
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary
+WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+_PK_ORDER_SQL = """
+SELECT a.attname
+FROM pg_catalog.pg_index i
+JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary
+ORDER BY k.ord
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class TableLayout:
+    """Columns (in table order), their type OIDs and SQL types, and the primary key (in index order)."""
+
+    table: TableId
+    columns: tuple[str, ...]
+    type_oids: tuple[int, ...]
+    type_names: tuple[str, ...]
+    key_columns: tuple[str, ...]
+
+
+def describe_table(conn: Any, table: TableId) -> TableLayout:
+    """Read a table's layout from the catalog; :class:`SourceError` if it does not exist."""
+    with conn.cursor() as cur:
+        cur.execute(_COLUMNS_SQL, (table.schema, table.name))
+        rows = cur.fetchall()
+        if not rows:
+            raise SourceError(f"table {table} not found in the source database",
+                              hint="check the table names in the projections and the source DSN's database")
+        cur.execute(_PK_ORDER_SQL, (table.schema, table.name))
+        pk = tuple(r[0] for r in cur.fetchall())
+    return TableLayout(table, tuple(r[0] for r in rows), tuple(r[1] for r in rows),
+                       tuple(r[2] for r in rows), pk)
+
+
+def primary_key(conn: Any, table: TableId) -> tuple[str, ...] | None:
+    """A table's primary-key columns (None when it has none)."""
+    with conn.cursor() as cur:
+        cur.execute(_PK_ORDER_SQL, (table.schema, table.name))
+        pk = tuple(r[0] for r in cur.fetchall())
+    return pk or None
+
+
+class SnapshotReader:
+    """Reads tables inside a transaction that imported an exported snapshot.
+
+    ``open()`` imports the snapshot; call it before the exporting replication
+    connection runs any other command. ``chunks()`` then yields, per table, lists
+    of READ events of at most ``chunk_size`` rows and whether the table is done.
+    """
+
+    def __init__(self, dsn: str, snapshot_name: str, position_lsn: int, tables: list[TableId],
+                 *, chunk_size: int = 10_000, stream_prefix: str = "snapshot:") -> None:
+        self.dsn = dsn
+        self.snapshot_name = snapshot_name
+        self.position_lsn = position_lsn
+        self.tables = list(tables)
+        self.chunk_size = chunk_size
+        self.stream_prefix = stream_prefix
+        self.rows_read: dict[str, int] = {str(t): 0 for t in self.tables}
+        self._conn: Any = None
+        self._meta: Any = None
+        self._seq = 0
+
+    def open(self) -> None:
+        self._conn = connect(self.dsn, autocommit=False)
+        self._conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        try:
+            with self._conn.cursor() as cur:
+                cur.execute("SET TRANSACTION SNAPSHOT %s", (self.snapshot_name,))
+        except psycopg2.Error as exc:
+            self.close()
+            raise SourceError(f"cannot import exported snapshot {self.snapshot_name!r}: {str(exc).strip()}",
+                              hint="the exporting replication session ended; the snapshot is started over") from None
+        self._meta = connect(self.dsn)
+
+    def close(self) -> None:
+        for conn in (self._conn, self._meta):
+            if conn is not None:
+                try:
+                    conn.close()
+                except psycopg2.Error:
+                    pass
+        self._conn = self._meta = None
+
+    def chunks(self) -> Iterator[tuple[TableId, list[ChangeEvent], bool]]:
+        """Yield ``(table, events, table_done)``; memory is bounded by ``chunk_size`` rows."""
+        assert self._conn is not None, "open() first"
+        resolve = catalog_resolver(self._meta)
+        for table in self.tables:
+            layout = describe_table(self._conn, table)
+            decoders = [decoder_for(oid, resolve) for oid in layout.type_oids]
+            yield from self._read_table(layout, decoders)
+
+    def _select(self, layout: TableLayout) -> sql.Composed:
+        return sql.SQL("SELECT {} FROM {}.{}").format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in layout.columns),
+            sql.Identifier(layout.table.schema), sql.Identifier(layout.table.name))
+
+    def _read_table(self, layout: TableLayout, decoders: list[ValueDecoder]
+                    ) -> Iterator[tuple[TableId, list[ChangeEvent], bool]]:
+        cols = layout.columns
+        keys = layout.key_columns
+        key_idx = [cols.index(k) for k in keys]
+        stream = f"{self.stream_prefix}{layout.table}"
+        base = self._select(layout)
+        last: list[str] | None = None
+        whole_table_cursor = None
+        if not keys:  # no primary key: one server-side cursor over the table, read in chunks
+            whole_table_cursor = self._conn.cursor(name=f"cdcp_snap_{self._seq}")
+            whole_table_cursor.itersize = self.chunk_size
+            whole_table_cursor.execute(base)
+        order = sql.SQL(", ").join(sql.Identifier(k) for k in keys)
+        while True:
+            if whole_table_cursor is not None:
+                rows = whole_table_cursor.fetchmany(self.chunk_size)
+            else:
+                if last is None:
+                    query = base + sql.SQL(" ORDER BY {} LIMIT {}").format(order, sql.Literal(self.chunk_size))
+                    params: tuple[Any, ...] = ()
+                else:
+                    bound = sql.SQL(", ").join(
+                        sql.SQL("CAST(%s AS {})").format(sql.SQL(layout.type_names[i])) for i in key_idx)
+                    query = base + sql.SQL(" WHERE ({}) > ({}) ORDER BY {} LIMIT {}").format(
+                        order, bound, order, sql.Literal(self.chunk_size))
+                    params = tuple(last)
+                with self._conn.cursor(name=f"cdcp_snap_{self._seq}") as cur:
+                    cur.itersize = self.chunk_size
+                    cur.execute(query, params)
+                    rows = cur.fetchall()
+            events: list[ChangeEvent] = []
+            for raw in rows:
+                row = {c: (None if v is None else d(v)) for c, d, v in zip(cols, decoders, raw)}
+                events.append(ChangeEvent(Op.READ, layout.table, {k: row[k] for k in keys} or None,
+                                          None, row, Position(self.position_lsn, self._seq),
+                                          None, None, {"stream": stream, "lsn": self.position_lsn}))
+                self._seq += 1
+            self.rows_read[str(layout.table)] += len(rows)
+            done = len(rows) < self.chunk_size
+            if rows and keys:
+                last = [rows[-1][i] for i in key_idx]
+            yield layout.table, events, done
+            if done:
+                if whole_table_cursor is not None:
+                    whole_table_cursor.close()
+                return
+
+
+class TableSnapshot:
+    """A consistent snapshot of some tables, positioned at its own consistent point.
+
+    For rebuilds and tables added to a running projector::
+
+        with TableSnapshot.begin(dsn, [TableId("public", "orders")]) as snap:
+            for table, events, done in snap.chunks():
+                ...   # READ events at Position(snap.position_lsn, seq)
+
+    Apply afterwards only stream changes of these tables whose ``commit_lsn`` is
+    at or after ``snap.position_lsn``: earlier ones are already in the rows. A
+    TEMPORARY replication slot provides the snapshot and is gone when the
+    snapshot has been imported (it needs one free slot meanwhile).
+    """
+
+    def __init__(self, reader: SnapshotReader) -> None:
+        self.reader = reader
+
+    @property
+    def position_lsn(self) -> int:
+        return self.reader.position_lsn
+
+    @classmethod
+    def begin(cls, dsn: str, tables: list[TableId], *, chunk_size: int = 10_000,
+              slot_prefix: str = "cdcp_snap") -> "TableSnapshot":
+        import os
+        repl = connect(dsn, replication=True)
+        try:
+            created = create_slot(repl, f"{slot_prefix}_{os.getpid()}_{id(tables) & 0xFFFF}",
+                                  export_snapshot=True, temporary=True)
+            assert created.snapshot_name
+            reader = SnapshotReader(dsn, created.snapshot_name, created.consistent_point, tables,
+                                    chunk_size=chunk_size)
+            reader.open()
+        finally:
+            repl.close()  # the temporary slot goes; the imported snapshot stays with our transaction
+        return cls(reader)
+
+    def chunks(self) -> Iterator[tuple[TableId, list[ChangeEvent], bool]]:
+        return self.reader.chunks()
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self) -> "TableSnapshot":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
