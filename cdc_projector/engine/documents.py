@@ -1,0 +1,122 @@
+"""Recompute one view entry completely from the mirror.
+
+A document is a pure function of the current source rows:
+
+* absent when the root row does not exist or fails ``where`` (SQL three-valued
+  logic: NULL counts as false);
+* root ``fields`` evaluated over the root row;
+* each lookup as a sub-document ``{field: value}`` evaluated over the row of the
+  looked-up table whose primary key equals the root's key column; when that
+  column is NULL or no such row exists, every field is ``None``;
+* each embed as an array of ``{field: value}``, one per child row whose key
+  column equals the root's primary key and that passes the child ``where``,
+  sorted by ``order_by`` with ties broken by the child's primary key, cut to
+  ``limit``.
+
+Nothing else is added: documents carry no engine metadata (the ``_id`` is set by
+the sink from the root key).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+from ..errors import ProjectionError
+from .mirror import MirrorRow, key_id
+from .plan import EmbedPlan, FieldPlan, LookupPlan, ProjectionPlan
+
+
+def _eval_fields(fields: Sequence[FieldPlan], row: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields:
+        try:
+            out[f.name] = f.expr.fn(row)
+        except Exception as exc:  # noqa: BLE001 - any evaluation failure is a poison row
+            raise ProjectionError(
+                f"{where}: field {f.name!r} ({f.expr.text}) failed: {type(exc).__name__}: {exc}",
+                hint="fix the expression or the row, then `cdc-projector dlq replay`") from exc
+    return out
+
+
+def _pk_sort_key(row: MirrorRow) -> tuple[Any, ...]:
+    # key values compared as canonical text falls back only when types differ
+    vals = tuple(row.key.values())
+    return tuple((0, v) if isinstance(v, (int, float)) or hasattr(v, "as_tuple") else (1, str(v))
+                 for v in vals)
+
+
+def lookup_values(lookup: LookupPlan, target: MirrorRow | None) -> dict[str, Any]:
+    """The lookup's sub-document: its fields over ``target``, or all None when missing."""
+    if target is None or not target.alive:
+        return {f.name: None for f in lookup.fields}
+    return _eval_fields(lookup.fields, target.as_row(),
+                        f"lookup {lookup.name} on {lookup.table} key {target.key}")
+
+
+def embed_values(embed: EmbedPlan, children: Sequence[MirrorRow]) -> list[dict[str, Any]]:
+    """The embed's array from the candidate child rows (already matched on the key column)."""
+    rows = []
+    for child in children:
+        values = child.as_row()
+        if embed.where is not None:
+            try:
+                keep = embed.where.fn(values)
+            except Exception as exc:  # noqa: BLE001
+                raise ProjectionError(
+                    f"embed {embed.name} on {embed.table} key {child.key}: where "
+                    f"({embed.where.text}) failed: {type(exc).__name__}: {exc}") from exc
+            if keep is not True:
+                continue
+        rows.append((child, values))
+    rows.sort(key=lambda cv: _pk_sort_key(cv[0]))          # tie-break: child primary key
+    if embed.row_sort_key is not None:
+        sk: Callable[[Mapping[str, Any]], Any] = embed.row_sort_key
+        try:
+            rows.sort(key=lambda cv: sk(cv[1]))              # stable: PK order kept on ties
+        except Exception as exc:  # noqa: BLE001
+            raise ProjectionError(f"embed {embed.name} on {embed.table}: order_by failed: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+    if embed.limit is not None:
+        rows = rows[: embed.limit]
+    return [_eval_fields(embed.fields, values, f"embed {embed.name} on {embed.table} key {child.key}")
+            for child, values in rows]
+
+
+def compute_document(plan: ProjectionPlan, root: MirrorRow | None,
+                     lookup_row: Callable[[LookupPlan, Any], MirrorRow | None],
+                     children: Callable[[EmbedPlan, Any], Sequence[MirrorRow]]) -> dict[str, Any] | None:
+    """The document of one root row, or None when it must be absent.
+
+    ``lookup_row(lookup, key_value)`` and ``children(embed, parent_value)`` read
+    the mirror. Raises :class:`~cdc_projector.errors.ProjectionError` when an
+    expression fails on this row.
+    """
+    if root is None or not root.alive:
+        return None
+    values = root.as_row()
+    if plan.where is not None:
+        try:
+            if plan.where.fn(values) is not True:
+                return None
+        except Exception as exc:  # noqa: BLE001
+            raise ProjectionError(f"{plan.name}: where ({plan.where.text}) failed on {plan.root} "
+                                  f"key {root.key}: {type(exc).__name__}: {exc}") from exc
+    doc = _eval_fields(plan.fields, values, f"{plan.name} on {plan.root} key {root.key}")
+    for lk in plan.lookups:
+        value = values.get(lk.key_column)
+        doc[lk.name] = lookup_values(lk, None if value is None else lookup_row(lk, value))
+    if plan.embeds:
+        parent = root_parent_value(root)
+        for em in plan.embeds:
+            doc[em.name] = embed_values(em, children(em, parent))
+    return doc
+
+
+def root_parent_value(root: MirrorRow) -> Any:
+    """The value children's key column holds for this root (its single-column primary key)."""
+    vals = list(root.key.values())
+    return vals[0] if len(vals) == 1 else tuple(vals)
+
+
+def root_kid_for_parent(value: Any) -> str:
+    """Key id of the root row a child pointing at ``value`` belongs to."""
+    return key_id([value])

@@ -1,0 +1,196 @@
+"""The mirror: the engine's own copy of the source rows a projection reads.
+
+Sources use REPLICA IDENTITY DEFAULT (updates carry no before-image, deletes
+only the key) and the legacy database is never queried on the hot path, so
+every projection keeps, in its sink, the rows of each table it reads (only the
+columns it needs, plus the primary key), each stamped with the
+:class:`~cdc_projector.events.Position` of the change that produced it.
+Deleted rows stay as *tombstones* (``row is None``) with their position, so a
+replayed older insert cannot resurrect them.
+
+:class:`StateStore` is the small protocol a sink implements to persist the
+mirror; :class:`BatchMirror` is the in-memory state of one batch over it: rows
+are loaded in bulk, changed in memory, and the changed rows handed to the sink
+at the end of the batch.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import uuid
+from dataclasses import dataclass
+from typing import Any, Collection, Iterable, Mapping, Protocol
+
+import orjson
+
+from ..events import Position, TableId
+
+
+@dataclass(slots=True)
+class MirrorRow:
+    """One source row as the mirror knows it; ``row is None`` marks a tombstone."""
+
+    table: TableId
+    key: dict[str, Any]
+    row: dict[str, Any] | None
+    position: Position
+    #: position of this row in the store when the batch loaded it (None: absent);
+    #: the sink guards its write with it
+    stored: Position | None = None
+
+    @property
+    def key_id(self) -> str:
+        """Canonical identity of the row inside its table (see :func:`key_id`)."""
+        return key_id(self.key.values())
+
+    @property
+    def alive(self) -> bool:
+        return self.row is not None
+
+    def value(self, column: str) -> Any:
+        """A column of the row as expressions see it (key columns included)."""
+        if self.row is not None and column in self.row:
+            return self.row[column]
+        return self.key.get(column)
+
+    def as_row(self) -> dict[str, Any]:
+        """Key and kept columns merged: the mapping expressions are evaluated on."""
+        merged = dict(self.key)
+        if self.row:
+            merged.update(self.row)
+        return merged
+
+
+def _canon(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, decimal.Decimal):
+        # numeric keys compare by value: 5 and 5.00 are the same key
+        if value == value.to_integral_value():
+            return int(value)
+        return "n:" + str(value.normalize())
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else "f:" + repr(value)
+    if isinstance(value, uuid.UUID):
+        return "u:" + str(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return "t:" + value.isoformat()
+    if isinstance(value, bytes):
+        return "b:" + value.hex()
+    return "r:" + repr(value)
+
+
+def key_id(values: Iterable[Any]) -> str:
+    """Canonical text of a key's values (in primary-key column order).
+
+    Equal SQL values give equal text whatever their Python type (``5``,
+    ``Decimal('5.00')``), so a child's foreign-key value finds its parent.
+    """
+    return orjson.dumps([_canon(v) for v in values]).decode()
+
+
+class StateStore(Protocol):
+    """Persistence of one projection's mirror (implemented by each sink)."""
+
+    def load(self, table: TableId, key_ids: Collection[str]) -> dict[str, MirrorRow]:
+        """Stored rows (tombstones included) of ``table`` with these key ids."""
+
+    def find_by_column(self, table: TableId, column: str,
+                       values: Collection[Any]) -> list[MirrorRow]:
+        """Live rows of ``table`` whose ``column`` equals one of ``values``."""
+
+    def find_all(self, table: TableId) -> list[MirrorRow]:
+        """Every live row of ``table`` (used for TRUNCATE)."""
+
+
+class BatchMirror:
+    """The mirror as seen during one batch: stored rows overlaid with this batch's changes."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        # table -> key id -> row (None = known absent in the store)
+        self._rows: dict[TableId, dict[str, MirrorRow | None]] = {}
+        self._dirty: dict[tuple[TableId, str], MirrorRow] = {}
+        self._stored: dict[tuple[TableId, str], Position | None] = {}
+
+    # -- loading ---------------------------------------------------------
+    def preload(self, table: TableId, key_ids: Iterable[str]) -> None:
+        """Bulk-load the rows of ``table`` with these key ids that are not loaded yet."""
+        known = self._rows.setdefault(table, {})
+        missing = {k for k in key_ids if k not in known}
+        if not missing:
+            return
+        found = self.store.load(table, missing)
+        for k in missing:
+            row = known[k] = found.get(k)
+            self._stored[(table, k)] = row.position if row is not None else None
+
+    def get(self, table: TableId, kid: str) -> MirrorRow | None:
+        """The current row (or tombstone) with key id ``kid``; loads it if needed."""
+        known = self._rows.setdefault(table, {})
+        if kid not in known:
+            self.preload(table, [kid])
+        return known[kid]
+
+    def live(self, table: TableId, kid: str) -> MirrorRow | None:
+        """Like :meth:`get` but None for tombstones."""
+        row = self.get(table, kid)
+        return row if row is not None and row.alive else None
+
+    def find_by_column(self, table: TableId, column: str,
+                       values: Collection[Any]) -> dict[Any, list[MirrorRow]]:
+        """Live rows of ``table`` whose ``column`` is in ``values``, grouped by canonical value.
+
+        Stored rows are overlaid with this batch's state: a row changed in the
+        batch counts with its in-memory value only.
+        """
+        wanted = {key_id([v]): v for v in values if v is not None}
+        out: dict[Any, list[MirrorRow]] = {k: [] for k in wanted}
+        if not wanted:
+            return out
+        known = self._rows.setdefault(table, {})
+        stored = self.store.find_by_column(table, column, list(wanted.values()))
+        seen: set[str] = set()
+        for row in stored:
+            kid = row.key_id
+            if kid not in known:
+                known[kid] = row
+                self._stored[(table, kid)] = row.position
+        candidates = [r for r in known.values() if r is not None and r.alive]
+        for row in candidates:
+            kid = row.key_id
+            if kid in seen:
+                continue
+            v = key_id([row.value(column)])
+            if v in out:
+                out[v].append(row)
+                seen.add(kid)
+        return out
+
+    # -- changing --------------------------------------------------------
+    def put(self, row: MirrorRow) -> None:
+        """Record the new state of a row (the caller has checked its position)."""
+        kid = row.key_id
+        self._rows.setdefault(row.table, {})[kid] = row
+        row.stored = self._stored.get((row.table, kid))
+        self._dirty[(row.table, kid)] = row
+
+    def load_all(self, table: TableId) -> list[MirrorRow]:
+        """Every live row of ``table``, stored or changed in this batch."""
+        known = self._rows.setdefault(table, {})
+        for row in self.store.find_all(table):
+            if row.key_id not in known:
+                known[row.key_id] = row
+                self._stored[(table, row.key_id)] = row.position
+        return [r for r in known.values() if r is not None and r.alive]
+
+    def changed(self) -> list[MirrorRow]:
+        """Rows changed in this batch, for the sink."""
+        return list(self._dirty.values())
+
+
+def project_row(values: Mapping[str, Any], keep: Collection[str]) -> dict[str, Any]:
+    """The columns of ``values`` the mirror keeps (missing columns read as NULL)."""
+    return {c: values.get(c) for c in keep}

@@ -1,0 +1,229 @@
+"""Apply one batch of change events to one projection.
+
+:meth:`Projector.process` turns a batch into the writes the sink must make:
+
+1. bulk-load the mirror rows of every key the batch touches (one query per table);
+2. apply the events in order to the in-memory mirror, position-guarded (an event
+   at or before the stored position changes nothing), ``UNCHANGED_TOAST`` keeping
+   the previous value, and collect the *affected* view keys: the root row's key,
+   an embed child's old parent (from the mirror pre-image) and new parent, and
+   for a lookup row every root whose lookup column equals its key;
+3. bulk-load what recomputation needs (roots, lookup rows, children by parent);
+4. recompute every affected document completely (:mod:`.documents`).
+
+An event that is ignored by the position guard still affects its keys: after a
+crash between writing documents and writing the mirror, the replayed event must
+recompute the same documents. Failures are isolated: an event that cannot be
+applied, or a document whose expressions fail, becomes a :class:`Failure` (for
+the dead-letter store) while the rest of the batch flows.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from ..errors import ProjectionError
+from ..events import UNCHANGED_TOAST, ChangeEvent, Op, Position, TableId
+from ..sinks.base import ViewChange
+from .documents import compute_document, root_kid_for_parent, root_parent_value
+from .mirror import BatchMirror, MirrorRow, StateStore, key_id
+from .plan import EmbedPlan, LookupPlan, ProjectionPlan
+
+log = logging.getLogger(__name__)
+
+_ROW_OPS = (Op.CREATE, Op.UPDATE, Op.READ, Op.DELETE)
+_MAX_EVENTS_PER_FAILURE = 50
+
+
+@dataclass(slots=True)
+class Failure:
+    """Events that could not be projected, and why (one dead-letter entry)."""
+
+    events: list[ChangeEvent]
+    reason: str
+    view_key: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one batch produced: view changes, mirror rows, failures, progress."""
+
+    changes: list[ViewChange] = field(default_factory=list)
+    rows: list[MirrorRow] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    position: Position | None = None
+    commit_ts_us: int | None = None
+    events: int = 0
+    affected: int = 0
+
+
+class Projector:
+    """Maintains one projection from change events (stateless between batches)."""
+
+    def __init__(self, plan: ProjectionPlan) -> None:
+        self.plan = plan
+        self._tables = set(plan.columns)
+
+    # ------------------------------------------------------------------
+    def relevant(self, event: ChangeEvent) -> bool:
+        """Does this event concern a table of the projection?"""
+        return event.table in self._tables and event.op in (*_ROW_OPS, Op.TRUNCATE)
+
+    def process(self, events: Sequence[ChangeEvent], store: StateStore) -> BatchResult:
+        """Compute the sink writes for ``events`` (in source order) against ``store``."""
+        result = BatchResult(events=len(events))
+        for ev in events:
+            if result.position is None or ev.position > result.position:
+                result.position, result.commit_ts_us = ev.position, ev.commit_ts_us
+        mine = [ev for ev in events if self.relevant(ev)]
+        if not mine:
+            return result
+        mirror = BatchMirror(store)
+        self._preload(mine, mirror)
+
+        affected: dict[str, list[ChangeEvent]] = defaultdict(list)
+        fanout: dict[LookupPlan, dict[str, tuple[Any, list[ChangeEvent]]]] = defaultdict(dict)
+        for ev in mine:
+            try:
+                self._apply(ev, mirror, affected, fanout)
+            except Exception as exc:  # noqa: BLE001 - isolate the poison event
+                reason = exc.message if isinstance(exc, ProjectionError) else f"{type(exc).__name__}: {exc}"
+                result.failures.append(Failure([ev], f"cannot apply event: {reason}"))
+                log.warning("%s: event at %s dead-lettered: %s", self.plan.name, ev.position, reason)
+
+        for lk, keys in fanout.items():
+            found = mirror.find_by_column(self.plan.root, lk.key_column, [v for v, _ in keys.values()])
+            for vid, roots in found.items():
+                for root in roots:
+                    _note(affected, root.key_id, keys[vid][1])
+
+        result.affected = len(affected)
+        result.changes = self._recompute(affected, mirror, result.failures)
+        result.rows = mirror.changed()
+        return result
+
+    # ------------------------------------------------------------------
+    def _preload(self, events: Sequence[ChangeEvent], mirror: BatchMirror) -> None:
+        keys: dict[TableId, set[str]] = defaultdict(set)
+        for ev in events:
+            if ev.key and ev.table is not None:
+                keys[ev.table].add(key_id(ev.key.values()))
+                old = _old_key(ev)
+                if old is not None:
+                    keys[ev.table].add(key_id(old.values()))
+        for table, kids in keys.items():
+            mirror.preload(table, kids)
+
+    def _apply(self, ev: ChangeEvent, mirror: BatchMirror, affected: dict[str, list[ChangeEvent]],
+               fanout: dict[LookupPlan, dict[str, tuple[Any, list[ChangeEvent]]]]) -> None:
+        assert ev.table is not None
+        if ev.op == Op.TRUNCATE:
+            for row in mirror.load_all(ev.table):
+                self._change(ev, row.key, None, mirror, affected, fanout)
+            return
+        if not ev.key:
+            raise ProjectionError(f"{ev.op.value} event on {ev.table} at {ev.position} has no key",
+                                  hint="the table needs a primary key")
+        old = _old_key(ev)
+        if old is not None:       # primary-key change delivered as one update
+            self._change(ev, old, None, mirror, affected, fanout)
+        if ev.op == Op.DELETE:
+            self._change(ev, dict(ev.key), None, mirror, affected, fanout)
+        else:
+            if ev.after is None:
+                raise ProjectionError(f"{ev.op.value} event on {ev.table} at {ev.position} has no row")
+            self._change(ev, dict(ev.key), ev.after, mirror, affected, fanout)
+
+    def _change(self, ev: ChangeEvent, key: dict[str, Any], after: Any, mirror: BatchMirror,
+                affected: dict[str, list[ChangeEvent]],
+                fanout: dict[LookupPlan, dict[str, tuple[Any, list[ChangeEvent]]]]) -> None:
+        table = ev.table
+        assert table is not None
+        kid = key_id(key.values())
+        current = mirror.get(table, kid)
+        pre = current if current is not None and current.alive else None
+        if current is None or current.position < ev.position:
+            row = None
+            if after is not None:
+                row = {}
+                for col in self.plan.columns[table]:
+                    value = after.get(col, key.get(col))
+                    if value is UNCHANGED_TOAST:
+                        value = pre.row.get(col) if pre is not None and pre.row else None
+                    row[col] = value
+            post: MirrorRow | None = MirrorRow(table, dict(key), row, ev.position)
+            mirror.put(post)   # type: ignore[arg-type]
+        else:
+            post = current     # stale or replayed: state unchanged, keys still affected
+            pre = current if current.alive else None
+        plan = self.plan
+        if table == plan.root:
+            _note(affected, kid, [ev])
+        for em in plan.embeds_on(table):
+            for r in (pre, post):
+                if r is not None and r.alive:
+                    parent = r.value(em.key_column)
+                    if parent is not None:
+                        _note(affected, root_kid_for_parent(parent), [ev])
+        for lk in plan.lookups_on(table):
+            vals = list(key.values())
+            if len(vals) == 1:
+                slot = fanout[lk].setdefault(key_id(vals), (vals[0], []))
+                if len(slot[1]) < _MAX_EVENTS_PER_FAILURE:
+                    slot[1].append(ev)
+
+    # ------------------------------------------------------------------
+    def _recompute(self, affected: dict[str, list[ChangeEvent]], mirror: BatchMirror,
+                   failures: list[Failure]) -> list[ViewChange]:
+        plan = self.plan
+        mirror.preload(plan.root, affected)
+        roots = {kid: mirror.get(plan.root, kid) for kid in affected}
+        live = [r for r in roots.values() if r is not None and r.alive]
+
+        for lk in plan.lookups:   # lookup rows: one query per lookup table
+            vals = {key_id([r.value(lk.key_column)]) for r in live if r.value(lk.key_column) is not None}
+            mirror.preload(lk.table, vals)
+        kids_by_embed: dict[EmbedPlan, dict[str, list[MirrorRow]]] = {}
+        for em in plan.embeds:    # children: one query per embed
+            parents = [root_parent_value(r) for r in live]
+            kids_by_embed[em] = mirror.find_by_column(em.table, em.key_column, parents)
+
+        def lookup_row(lk: LookupPlan, value: Any) -> MirrorRow | None:
+            return mirror.live(lk.table, key_id([value]))
+
+        def children(em: EmbedPlan, parent: Any) -> list[MirrorRow]:
+            return kids_by_embed[em].get(key_id([parent]), [])
+
+        changes: list[ViewChange] = []
+        for kid, root in roots.items():
+            if root is None:      # never seen: no document can exist for it
+                continue
+            try:
+                doc = compute_document(plan, root, lookup_row, children)
+            except ProjectionError as exc:
+                failures.append(Failure(affected[kid], exc.message, dict(root.key)))
+                log.warning("%s: document %s not updated: %s", plan.name, root.key, exc.message)
+                continue
+            changes.append(ViewChange(dict(root.key), doc))
+        return changes
+
+
+def _note(affected: dict[str, list[ChangeEvent]], kid: str, events: list[ChangeEvent]) -> None:
+    bucket = affected[kid]
+    for ev in events:
+        if len(bucket) >= _MAX_EVENTS_PER_FAILURE:
+            return
+        if not bucket or bucket[-1] is not ev:
+            bucket.append(ev)
+
+
+def _old_key(ev: ChangeEvent) -> dict[str, Any] | None:
+    """The previous key of an UPDATE that changed the primary key, else None."""
+    if ev.op != Op.UPDATE or not ev.before or not ev.key:
+        return None
+    old = {c: ev.before.get(c) for c in ev.key}
+    if any(v is None for v in old.values()) or key_id(old.values()) == key_id(ev.key.values()):
+        return None
+    return old

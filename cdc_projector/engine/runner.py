@@ -1,0 +1,224 @@
+"""Pipelines: source -> projector -> sink, one per projection.
+
+:class:`Pipeline` runs the batch loop of one projection:
+
+1. ``source.poll`` a batch (at most ``batch_size`` events, waiting ``batch_ms``);
+2. undecodable messages of the batch go to the dead-letter store;
+3. :class:`~cdc_projector.engine.projector.Projector` computes the view changes
+   and mirror rows; events or documents that fail go to the dead-letter store;
+4. the target writes documents, then mirror rows, then the checkpoint;
+5. only then ``source.ack(checkpoint)``.
+
+A sink outage (:class:`~cdc_projector.errors.SinkUnavailable`) is retried with
+exponential backoff, re-running steps 3-4 for the same batch: nothing is
+acknowledged before it is written, so nothing is lost or skipped. A stop request
+(SIGTERM/SIGINT through :class:`Runner`) lets the batch in hand finish, then the
+loop exits; during an outage it abandons the unacknowledged batch (replayed on restart).
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence, TypeVar
+
+from ..errors import CdcProjectorError, SinkUnavailable
+from ..sources.base import Batch, Checkpoint, Source
+from ..sinks.base import ProjectionTarget, StoredCheckpoint
+from .deadletter import DeadLetter, DeadLetterStore, letter_id
+from .plan import ProjectionPlan
+from .projector import BatchResult, Projector
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Stopped(CdcProjectorError):
+    """The pipeline was asked to stop while waiting for the sink."""
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Exponential backoff for sink outages."""
+
+    first_s: float = 0.2
+    max_s: float = 15.0
+    factor: float = 2.0
+
+    def delays(self) -> "Any":
+        delay = self.first_s
+        while True:
+            yield delay
+            delay = min(delay * self.factor, self.max_s)
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    """Counters of one pipeline (read by status and the benchmark)."""
+
+    batches: int = 0
+    events: int = 0
+    documents_written: int = 0
+    documents_unchanged: int = 0
+    dead_letters: int = 0
+    sink_retries: int = 0
+    engine_s: float = 0.0
+    sink_s: float = 0.0
+    last_error: str | None = None
+    position: str | None = None
+
+
+@dataclass
+class Pipeline:
+    """One projection's loop. Use :meth:`open`, then :meth:`step` until done, then :meth:`close`."""
+
+    plan: ProjectionPlan
+    source: Source
+    target: ProjectionTarget
+    dead_letters: DeadLetterStore
+    batch_size: int = 5000
+    batch_ms: int = 200
+    backoff: Backoff = field(default_factory=Backoff)
+    stop: threading.Event = field(default_factory=threading.Event)
+    sleep: Callable[[float], None] = time.sleep
+    stats: PipelineStats = field(default_factory=PipelineStats)
+
+    def __post_init__(self) -> None:
+        self.projector = Projector(self.plan)
+        self._checkpoint: StoredCheckpoint | None = None
+
+    # ------------------------------------------------------------------
+    def open(self) -> None:
+        """Load the stored checkpoint and open the source from it."""
+        self._checkpoint = self._retry(self.target.load_checkpoint) or StoredCheckpoint()
+
+        def resume(streams: Any) -> Checkpoint:
+            known = self._checkpoint.streams if self._checkpoint else {}
+            return {s: known[s] for s in streams if s in known}
+
+        self.source.open(resume)
+
+    def step(self) -> int:
+        """Process one batch; returns the number of events (0 when the source was idle)."""
+        batch = self.source.poll(self.batch_size, self.batch_ms / 1000.0)
+        if batch is None:
+            return 0
+        self.apply_batch(batch)
+        return len(batch.events)
+
+    def apply_batch(self, batch: Batch) -> BatchResult:
+        """Project and durably write one batch, then acknowledge it to the source."""
+        for raw, origin, reason in batch.poison:
+            text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
+            letter = DeadLetter(id=letter_id(self.plan.name, [], f"{reason}|{origin}|{text}"),
+                                projection=self.plan.name, reason=f"undecodable: {reason}",
+                                raw=text, origin=dict(origin))
+            self._retry(lambda: self.dead_letters.put(letter))
+            self.stats.dead_letters += 1
+
+        def attempt() -> BatchResult:
+            t0 = time.perf_counter()
+            result = self.projector.process(batch.events, self.target.state)
+            t1 = time.perf_counter()
+            for failure in result.failures:
+                letter = DeadLetter(id=letter_id(self.plan.name, failure.events, failure.reason),
+                                    projection=self.plan.name, reason=failure.reason,
+                                    events=failure.events,
+                                    origin=dict(failure.events[0].origin) if failure.events else {})
+                self.dead_letters.put(letter)
+            base = self._checkpoint or StoredCheckpoint()
+            checkpoint = base.merged(batch.checkpoint, result.position, result.commit_ts_us)
+            ws = self.target.write(result.changes, result.rows, checkpoint)
+            self._checkpoint = checkpoint
+            self.stats.engine_s += t1 - t0
+            self.stats.sink_s += time.perf_counter() - t1
+            self.stats.documents_written += ws.upserted + ws.deleted
+            self.stats.documents_unchanged += ws.unchanged
+            return result
+
+        result = self._retry(attempt)
+        self.source.ack(dict(batch.checkpoint))
+        self.stats.batches += 1
+        self.stats.events += len(batch.events)
+        self.stats.dead_letters += len(result.failures)
+        if result.position is not None:
+            self.stats.position = str(result.position)
+        return result
+
+    def close(self) -> None:
+        """Close the source (nothing unacknowledged is acknowledged)."""
+        self.source.close()
+
+    def run(self) -> None:
+        """Open, loop until :attr:`stop` is set, close."""
+        self.open()
+        try:
+            while not self.stop.is_set():
+                self.step()
+        except Stopped:
+            log.info("%s: stopped during a sink outage; the batch in hand will be replayed", self.plan.name)
+        finally:
+            self.close()
+
+    # ------------------------------------------------------------------
+    def _retry(self, fn: Callable[[], T]) -> T:
+        delays = self.backoff.delays()
+        while True:
+            try:
+                result = fn()
+                self.stats.last_error = None
+                return result
+            except SinkUnavailable as exc:
+                self.stats.sink_retries += 1
+                self.stats.last_error = str(exc)
+                delay = next(delays)
+                log.warning("%s: %s; retrying in %.1fs", self.plan.name, exc, delay)
+                if self.stop.wait(delay):
+                    raise Stopped(f"{self.plan.name}: stopped while the sink was unavailable") from exc
+
+
+class Runner:
+    """Runs several pipelines in threads until SIGTERM/SIGINT; re-raises a pipeline's error."""
+
+    def __init__(self, pipelines: Sequence[Pipeline]) -> None:
+        self.pipelines = list(pipelines)
+        self.stop = threading.Event()
+        for p in self.pipelines:
+            p.stop = self.stop
+        self._errors: list[BaseException] = []
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT: finish the batch in hand, checkpoint, exit."""
+        def handler(signum: int, _frame: Any) -> None:
+            log.info("signal %s: finishing the batch in hand", signum)
+            self.stop.set()
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> None:
+        """Block until stopped; raise the first pipeline error (after stopping the others)."""
+        threads = []
+        for p in self.pipelines:
+            t = threading.Thread(target=self._guard, args=(p,), name=f"pipeline-{p.plan.name}",
+                                 daemon=True)
+            t.start()
+            threads.append(t)
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.2)
+            if self._errors:
+                self.stop.set()
+        for t in threads:
+            t.join()
+        if self._errors:
+            raise self._errors[0]
+
+    def _guard(self, pipeline: Pipeline) -> None:
+        try:
+            pipeline.run()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            log.error("%s: %s", pipeline.plan.name, exc)
+            self._errors.append(exc)
+            self.stop.set()

@@ -1,0 +1,383 @@
+"""MongoDB document sink (FerretDB v1 and real MongoDB).
+
+Per projection, in the sink's database:
+
+* the view collection (``collection:``, default the projection name): one
+  document per root row, ``_id`` = the root's primary key (the value for a
+  single-column key, a sub-document ``{column: value}`` for a composite one);
+* ``_cdcp_<projection>_rows``: the mirror (one document per source row:
+  ``t`` table, ``k`` key, ``r`` kept columns or null for a tombstone,
+  ``pl``/``ps`` the position), indexed on the columns embeds and lookups query;
+* ``_cdcp_checkpoints``: ``{_id: projection, streams: [{s, o}], lsn, seq,
+  position, commit_ts_us, updated_at}`` (stream ids contain dots, which
+  FerretDB refuses as keys, hence the list);
+* ``_cdcp_deadletters``: dead letters of every projection.
+
+Only operations FerretDB v1 and MongoDB both accept are used: ordered
+``bulk_write`` of ``ReplaceOne``/``DeleteOne``, ``find`` with ``$in``, plain indexes.
+No transactions: crash safety comes from the write order (see docs/engine.md).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any, Collection, Mapping, Sequence
+
+from ...config.models import SinkConfig
+from ...engine.deadletter import DeadLetter, event_from_json, event_to_json
+from ...engine.mirror import MirrorRow, key_id
+from ...engine.plan import ProjectionPlan
+from ...errors import SinkError, SinkUnavailable
+from ...events import Position, TableId
+from ..base import StoredCheckpoint, ViewChange, WriteStats, register_sink
+from .codec import from_document, from_mirror, to_document, to_mirror
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "_cdcp_checkpoints"
+DEADLETTERS = "_cdcp_deadletters"
+_CHUNK = 1000
+DEFAULT_URL = "mongodb://127.0.0.1:27017"
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):([^@]*)@", r"//\1:***@", url)
+
+
+def translate(exc: Exception, what: str) -> SinkError:
+    """A pymongo exception as the most specific :class:`SinkError`, one line."""
+    from pymongo import errors as pe
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:300] + "..."
+    if isinstance(exc, (pe.ConnectionFailure, pe.ServerSelectionTimeoutError, pe.NetworkTimeout,
+                        pe.AutoReconnect)):
+        return SinkUnavailable(f"{what}: MongoDB unreachable: {text}",
+                               hint="check the sink url and that the server runs")
+    return SinkError(f"{what}: {text}")
+
+
+def mirror_collection(projection: str) -> str:
+    """Name of a projection's mirror collection."""
+    return f"_cdcp_{projection}_rows"
+
+
+def document_id(key: Mapping[str, Any]) -> Any:
+    """The ``_id`` of a view document from the root key."""
+    if len(key) == 1:
+        return to_document(next(iter(key.values())))
+    return {str(c): to_document(v) for c, v in key.items()}
+
+
+class MongoStateStore:
+    """The mirror of one projection in ``_cdcp_<projection>_rows``."""
+
+    def __init__(self, sink: "MongoSink", projection: str) -> None:
+        self._sink = sink
+        self.name = mirror_collection(projection)
+
+    @property
+    def coll(self) -> Any:
+        return self._sink.db[self.name]
+
+    @staticmethod
+    def doc_id(table: TableId, kid: str) -> str:
+        return f"{table}|{kid}"
+
+    @staticmethod
+    def _decode(doc: Mapping[str, Any]) -> MirrorRow:
+        key = {c: from_mirror(v) for c, v in doc["k"].items()}
+        row = None if doc.get("r") is None else {c: from_mirror(v) for c, v in doc["r"].items()}
+        return MirrorRow(TableId.parse(doc["t"]), key, row, Position(int(doc["pl"]), int(doc["ps"])))
+
+    @staticmethod
+    def encode(row: MirrorRow) -> dict[str, Any]:
+        return {
+            "_id": MongoStateStore.doc_id(row.table, row.key_id), "t": str(row.table),
+            "k": {c: to_mirror(v) for c, v in row.key.items()},
+            "r": None if row.row is None else {c: to_mirror(v) for c, v in row.row.items()},
+            "pl": row.position.commit_lsn, "ps": row.position.seq,
+        }
+
+    def _find(self, query: Mapping[str, Any]) -> list[MirrorRow]:
+        try:
+            return [self._decode(d) for d in self.coll.find(query)]
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"reading mirror {self.name}") from exc
+
+    def load(self, table: TableId, key_ids: Collection[str]) -> dict[str, MirrorRow]:
+        out: dict[str, MirrorRow] = {}
+        ids = [self.doc_id(table, k) for k in key_ids]
+        for i in range(0, len(ids), _CHUNK):
+            for row in self._find({"_id": {"$in": ids[i:i + _CHUNK]}}):
+                out[row.key_id] = row
+        return out
+
+    def find_by_column(self, table: TableId, column: str, values: Collection[Any]) -> list[MirrorRow]:
+        enc = [to_mirror(v) for v in values]
+        out: list[MirrorRow] = []
+        for i in range(0, len(enc), _CHUNK):
+            out += self._find({"t": str(table), f"r.{column}": {"$in": enc[i:i + _CHUNK]}})
+        return [r for r in out if r.alive]
+
+    def find_all(self, table: TableId) -> list[MirrorRow]:
+        return [r for r in self._find({"t": str(table)}) if r.alive]
+
+    def write(self, rows: Sequence[MirrorRow]) -> None:
+        """Position-guarded writes: a stored row is replaced only if older than ours."""
+        from pymongo import ReplaceOne
+        ops = []
+        for row in rows:
+            doc = self.encode(row)
+            if row.stored is None:
+                ops.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
+            else:
+                p = row.position
+                guard = {"_id": doc["_id"], "$or": [{"pl": {"$lt": p.commit_lsn}},
+                                                    {"pl": p.commit_lsn, "ps": {"$lt": p.seq}}]}
+                ops.append(ReplaceOne(guard, doc, upsert=False))
+        self._sink.bulk(self.coll, ops, f"writing mirror {self.name}")
+
+
+class MongoProjectionTarget:
+    """View, mirror and checkpoint of one document projection."""
+
+    def __init__(self, sink: "MongoSink", plan: ProjectionPlan) -> None:
+        self._sink = sink
+        self.plan = plan
+        self._state = MongoStateStore(sink, plan.name)
+
+    @property
+    def state(self) -> MongoStateStore:
+        return self._state
+
+    @property
+    def view(self) -> Any:
+        return self._sink.db[self.plan.target]
+
+    def ensure_indexes(self) -> None:
+        """Create the mirror's indexes (idempotent)."""
+        coll = self._state.coll
+        try:
+            coll.create_index([("t", 1)], name="t")
+            for table, cols in self.plan.indexed.items():
+                for col in sorted(cols):
+                    coll.create_index([("t", 1), (f"r.{col}", 1)], name=f"t_r_{col}")
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"creating indexes of {self._state.name}") from exc
+
+    def load_checkpoint(self) -> StoredCheckpoint | None:
+        try:
+            doc = self._sink.db[CHECKPOINTS].find_one({"_id": self.plan.name})
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"reading checkpoint of {self.plan.name}") from exc
+        if doc is None:
+            return None
+        pos = Position(int(doc["lsn"]), int(doc["seq"])) if doc.get("lsn") is not None else None
+        return StoredCheckpoint({s["s"]: int(s["o"]) for s in doc.get("streams", [])}, pos,
+                                doc.get("commit_ts_us"), doc.get("updated_at"))
+
+    def write(self, changes: Sequence[ViewChange], rows: Sequence[MirrorRow],
+              checkpoint: StoredCheckpoint | None) -> WriteStats:
+        from pymongo import DeleteOne, ReplaceOne
+        stats = WriteStats(mirror_rows=len(rows))
+        # 1. documents, skipping those equal to what is stored
+        wanted: dict[str, tuple[Any, dict[str, Any] | None]] = {}
+        for ch in changes:
+            _id = document_id(ch.key)
+            doc = None if ch.values is None else {"_id": _id, **to_document(ch.values)}
+            wanted[key_id(ch.key.values())] = (_id, doc)
+        stored: dict[str, dict[str, Any]] = {}
+        ids = [w[0] for w in wanted.values()]
+        try:
+            for i in range(0, len(ids), _CHUNK):
+                for d in self.view.find({"_id": {"$in": ids[i:i + _CHUNK]}}):
+                    stored[_id_text(d["_id"])] = d
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"reading view {self.plan.target}") from exc
+        ops: list[Any] = []
+        for _id, doc in wanted.values():
+            old = stored.get(_id_text(_id))
+            if doc is None:
+                if old is None:
+                    stats.unchanged += 1
+                else:
+                    ops.append(DeleteOne({"_id": _id}))
+                    stats.deleted += 1
+            elif old is not None and _same(old, doc):
+                stats.unchanged += 1
+            else:
+                ops.append(ReplaceOne({"_id": _id}, doc, upsert=True))
+                stats.upserted += 1
+        self._sink.bulk(self.view, ops, f"writing view {self.plan.target}")
+        # 2. mirror rows
+        self._state.write(rows)
+        # 3. checkpoint
+        if checkpoint is not None:
+            doc = {
+                "_id": self.plan.name,
+                "streams": [{"s": s, "o": o} for s, o in sorted(checkpoint.streams.items())],
+                "lsn": checkpoint.position.commit_lsn if checkpoint.position else None,
+                "seq": checkpoint.position.seq if checkpoint.position else None,
+                "position": str(checkpoint.position) if checkpoint.position else None,
+                "commit_ts_us": checkpoint.commit_ts_us,
+                "updated_at": checkpoint.updated_at or time.time(),
+            }
+            try:
+                self._sink.db[CHECKPOINTS].replace_one({"_id": self.plan.name}, doc, upsert=True)
+            except Exception as exc:  # noqa: BLE001
+                raise translate(exc, f"writing checkpoint of {self.plan.name}") from exc
+        return stats
+
+    def read_view(self) -> list[dict[str, Any]]:
+        try:
+            return [from_document(d) for d in self.view.find({}).sort("_id", 1)]
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"reading view {self.plan.target}") from exc
+
+    def drop(self) -> None:
+        try:
+            self.view.drop()
+            self._state.coll.drop()
+            self._sink.db[CHECKPOINTS].delete_one({"_id": self.plan.name})
+            self._sink.db[DEADLETTERS].delete_many({"projection": self.plan.name})
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"dropping {self.plan.name}") from exc
+
+
+def _id_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return key_id(from_document(v) for v in value.values())
+    return key_id([from_document(value)])
+
+
+def _same(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return _norm(old) == _norm(new)
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _norm(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_norm(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return (type(value).__name__, value)
+    if isinstance(value, (int, float)):
+        return ("num", type(value) is float, value)
+    return (type(value).__name__, value)
+
+
+class MongoDeadLetters:
+    """Dead letters in ``_cdcp_deadletters`` (events stored as exact JSON text)."""
+
+    def __init__(self, sink: "MongoSink") -> None:
+        self._sink = sink
+
+    @property
+    def coll(self) -> Any:
+        return self._sink.db[DEADLETTERS]
+
+    def put(self, letter: DeadLetter) -> None:
+        doc = {
+            "_id": letter.id, "projection": letter.projection, "reason": letter.reason,
+            "events": [event_to_json(e) for e in letter.events], "raw": letter.raw,
+            "origin": {str(k).replace(".", "_"): str(v) for k, v in letter.origin.items()},
+            "created_at": letter.created_at, "status": letter.status,
+            "resolution": letter.resolution,
+        }
+        try:
+            if self.coll.find_one({"_id": letter.id}) is None:
+                self.coll.insert_one(doc)
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, "writing a dead letter") from exc
+
+    @staticmethod
+    def _decode(d: Mapping[str, Any]) -> DeadLetter:
+        return DeadLetter(id=d["_id"], projection=d["projection"], reason=d["reason"],
+                          events=[event_from_json(e) for e in d.get("events", [])],
+                          raw=d.get("raw"), origin=dict(d.get("origin") or {}),
+                          created_at=d.get("created_at", 0.0), status=d.get("status", "open"),
+                          resolution=dict(d.get("resolution") or {}))
+
+    def list(self, projection: str, status: str | None = "open") -> list[DeadLetter]:
+        query: dict[str, Any] = {"projection": projection}
+        if status:
+            query["status"] = status
+        try:
+            docs = list(self.coll.find(query))
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, "reading dead letters") from exc
+        return sorted((self._decode(d) for d in docs), key=lambda x: (x.created_at, x.id))
+
+    def get(self, projection: str, letter_id: str) -> DeadLetter | None:
+        try:
+            d = self.coll.find_one({"_id": letter_id, "projection": projection})
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, "reading a dead letter") from exc
+        return None if d is None else self._decode(d)
+
+    def resolve(self, projection: str, letter_id: str, status: str, resolution: dict[str, Any]) -> None:
+        try:
+            self.coll.update_one({"_id": letter_id, "projection": projection},
+                                 {"$set": {"status": status, "resolution": resolution}})
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, "updating a dead letter") from exc
+
+
+class MongoSink:
+    """A ``type: mongodb`` sink: one database holding views, mirrors and checkpoints."""
+
+    def __init__(self, name: str, config: SinkConfig, *, timeout_ms: int = 5000) -> None:
+        self.name = name
+        self.url = config.url or DEFAULT_URL
+        self.database = config.database
+        self.timeout_ms = timeout_ms
+        self._client: Any = None
+
+    @property
+    def db(self) -> Any:
+        if self._client is None:
+            self.connect()
+        return self._client[self.database]
+
+    def connect(self) -> None:
+        import pymongo
+        from pymongo import errors as pe
+        where = f"sink {self.name!r} ({_redact(self.url)})"
+        try:
+            client = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=self.timeout_ms,
+                                         connectTimeoutMS=self.timeout_ms, tz_aware=True)
+        except (pe.ConfigurationError, pe.InvalidURI, ValueError, TypeError) as exc:
+            raise SinkError(f"{where}: invalid MongoDB URL: {' '.join(str(exc).split())}",
+                            hint="expected mongodb://host:port[/...]") from exc
+        try:
+            client.admin.command("ping")
+        except Exception as exc:  # noqa: BLE001
+            client.close()
+            raise translate(exc, where) from exc
+        self._client = client
+
+    def projection(self, plan: ProjectionPlan) -> MongoProjectionTarget:
+        target = MongoProjectionTarget(self, plan)
+        target.ensure_indexes()
+        return target
+
+    def dead_letters(self) -> MongoDeadLetters:
+        return MongoDeadLetters(self)
+
+    def bulk(self, coll: Any, ops: Sequence[Any], what: str) -> None:
+        """Ordered bulk writes in chunks; the first failure aborts (as FerretDB does)."""
+        for i in range(0, len(ops), _CHUNK):
+            try:
+                coll.bulk_write(list(ops[i:i + _CHUNK]), ordered=True)
+            except Exception as exc:  # noqa: BLE001
+                raise translate(exc, what) from exc
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+register_sink("mongodb", MongoSink)
