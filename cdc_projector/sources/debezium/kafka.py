@@ -1,0 +1,265 @@
+"""The Kafka source: Debezium change topics of the tables one projection needs.
+
+One :class:`DebeziumKafkaSource` per projection, in its own consumer group
+(``<runtime.kafka.group_id>.<projection>``, see :func:`group_id_for`), so
+projections progress, pause and rebuild independently. Inside a group the
+:class:`~.assignor.SingleOwnerAssignor` gives every partition to one member:
+that process is the projection's single writer, the others are hot standbys.
+
+Progress lives in the sink, not in Kafka: when partitions are assigned the
+source asks the engine's ``resume`` callback where each stream (``topic:partition``)
+stands and seeks there (streams without a checkpoint start from the earliest
+offset). :meth:`DebeziumKafkaSource.ack` commits offsets to Kafka only for lag
+visibility (``kafka-consumer-groups --describe``).
+
+kafka-python rebalances inside ``poll``; a rebalance while a batch is being
+collected discards the partial batch (nothing of it was applied), so a batch
+never mixes records from before and after a reassignment. Between two polls the
+engine applies the batch; as long as that takes less than ``max_poll_interval_ms``
+the member keeps its partitions, which is how back-pressure works: a slow sink
+simply means the engine polls later.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterable, Mapping, Sequence
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from ...errors import DecodeError, SourceError
+from ...events import ChangeEvent, TableId
+from ..base import Batch, Checkpoint, ResumeFn
+from .assignor import SingleOwnerAssignor
+from .decode import DebeziumDecoder, heartbeat_topic, table_topic, transaction_topic
+
+log = logging.getLogger(__name__)
+
+
+def group_id_for(base_group_id: str, projection: str) -> str:
+    """Consumer group of one projection: ``<runtime.kafka.group_id>.<projection>``."""
+    return f"{base_group_id}.{projection}"
+
+
+def stream_id(topic: str, partition: int) -> str:
+    """Stream id of a Kafka partition: ``<topic>:<partition>``."""
+    return f"{topic}:{partition}"
+
+
+def parse_stream_id(stream: str) -> TopicPartition:
+    topic, sep, part = stream.rpartition(":")
+    if not sep or not part.isdigit():
+        raise SourceError(f"not a Kafka stream id: {stream!r} (expected <topic>:<partition>)")
+    return TopicPartition(topic, int(part))
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, source: "DebeziumKafkaSource") -> None:
+        self.source = source
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.source._on_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.source._on_assigned(list(assigned))
+
+
+class DebeziumKafkaSource:
+    """Debezium change events of some tables, from Kafka, for one projection.
+
+    ``tables`` are the source tables the projection reads (``schema.table`` or
+    :class:`TableId`); their topics ``<prefix>.<schema>.<table>`` and the
+    heartbeat topic ``__debezium-heartbeat.<prefix>`` are subscribed (plus
+    ``<prefix>.transaction`` with ``include_transaction_topic``). Topics that do
+    not exist yet are picked up when Debezium creates them (metadata refresh
+    every ``metadata_max_age_ms``). ``consumer_config`` passes extra
+    kafka-python settings (security, client id...).
+    """
+
+    def __init__(self, *, bootstrap_servers: str | Sequence[str], group_id: str, topic_prefix: str,
+                 tables: Iterable[str | TableId], decoder: DebeziumDecoder | None = None,
+                 include_transaction_topic: bool = False, max_poll_interval_ms: int = 600_000,
+                 session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 2_000,
+                 metadata_max_age_ms: int = 30_000, consumer_config: Mapping[str, Any] | None = None) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.group_id = group_id
+        self.topic_prefix = topic_prefix
+        self.tables = [t if isinstance(t, TableId) else TableId.parse(t) for t in tables]
+        self.decoder = decoder or DebeziumDecoder(topic_prefix)
+        topics = [table_topic(topic_prefix, t) for t in self.tables] + [heartbeat_topic(topic_prefix)]
+        if include_transaction_topic:
+            topics.append(transaction_topic(topic_prefix))
+        self.topics = sorted(set(topics))
+        self._config: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "group_id": group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "allow_auto_create_topics": False,
+            "max_poll_interval_ms": max_poll_interval_ms,
+            "session_timeout_ms": session_timeout_ms,
+            "heartbeat_interval_ms": heartbeat_interval_ms,
+            "metadata_max_age_ms": metadata_max_age_ms,
+        }
+        self._config.update(consumer_config or {})
+        self._assignor = SingleOwnerAssignor()
+        self._consumer: KafkaConsumer | None = None
+        self._resume: ResumeFn | None = None
+        self._rebalanced = False
+        self._listener_error: BaseException | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self, resume: ResumeFn) -> None:
+        """Join the projection's consumer group; ``resume`` is asked on every assignment."""
+        self._resume = resume
+        try:
+            self._consumer = KafkaConsumer(partition_assignment_strategy=[self._assignor], **self._config)
+        except KafkaError as exc:
+            raise SourceError(f"cannot connect a Kafka consumer for group {self.group_id} to {self.bootstrap_servers}: {exc}",
+                              hint="check runtime.kafka.bootstrap_servers and that the broker runs") from exc
+        self._consumer.subscribe(self.topics, listener=_Listener(self))
+        log.info("kafka source: group %s subscribed to %s", self.group_id, ", ".join(self.topics))
+
+    def close(self) -> None:
+        """Leave the group without committing anything more."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                consumer.close(autocommit=False)
+            except KafkaError as exc:  # pragma: no cover - best effort on shutdown
+                log.warning("kafka source: error while closing consumer of %s: %s", self.group_id, exc)
+
+    @property
+    def consumer(self) -> KafkaConsumer:
+        if self._consumer is None:
+            raise SourceError("the Kafka source is not open", hint="call open(resume) first")
+        return self._consumer
+
+    def assigned_streams(self) -> list[str]:
+        """Stream ids this member owns right now (empty on a standby)."""
+        return sorted(stream_id(tp.topic, tp.partition) for tp in self.consumer.assignment())
+
+    # ------------------------------------------------------------------ rebalance
+
+    def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._rebalanced = True
+        if revoked:
+            log.info("kafka source: group %s revoked %d partition(s)", self.group_id, len(revoked))
+
+    def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._rebalanced = True
+        if not assigned:
+            return
+        streams = [stream_id(tp.topic, tp.partition) for tp in assigned]
+        try:
+            assert self._resume is not None
+            checkpoint = self._resume(streams)
+            consumer = self.consumer
+            fresh = []
+            for tp, stream in zip(assigned, streams):
+                if stream in checkpoint:
+                    consumer.seek(tp, int(checkpoint[stream]))
+                else:
+                    fresh.append(tp)
+            if fresh:
+                consumer.seek_to_beginning(*fresh)
+            log.info("kafka source: group %s assigned %d partition(s), %d resumed from checkpoints",
+                     self.group_id, len(assigned), len(assigned) - len(fresh))
+        except BaseException as exc:  # re-raised from poll(): never lost in a callback
+            self._listener_error = exc
+
+    # ------------------------------------------------------------------ reading
+
+    def poll(self, max_events: int, timeout_s: float) -> Batch | None:
+        """Collect up to ``max_events`` records for at most ``timeout_s`` seconds.
+
+        Per-partition order is preserved. Tombstones produce no event but move
+        the checkpoint; records that fail to decode are returned in ``poison``.
+        Returns None when nothing arrived.
+        """
+        consumer = self.consumer
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        events: list[ChangeEvent] = []
+        poison: list[tuple[object, dict[str, object], str]] = []
+        checkpoint: Checkpoint = {}
+        seen = 0
+        decode = self.decoder.decode
+        while True:
+            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            self._rebalanced = False
+            try:
+                polled = consumer.poll(timeout_ms=remaining_ms, max_records=max(1, max_events - seen))
+            except KafkaError as exc:
+                raise SourceError(f"polling Kafka for group {self.group_id} failed: {exc}") from exc
+            if self._listener_error is not None:
+                err, self._listener_error = self._listener_error, None
+                raise err
+            if self._rebalanced:
+                # assignment changed: whatever was collected may belong to another member now
+                events, poison, checkpoint, seen = [], [], {}, 0
+            for tp, records in polled.items():
+                topic, partition = tp.topic, tp.partition
+                for rec in records:
+                    origin = {"topic": topic, "partition": partition, "offset": rec.offset,
+                              "timestamp": rec.timestamp}
+                    try:
+                        ev = decode(topic, rec.key, rec.value, rec.headers, origin)
+                    except DecodeError as exc:
+                        poison.append((rec.value, origin, str(exc)))
+                    else:
+                        if ev is not None:
+                            events.append(ev)
+                seen += len(records)
+                if records:
+                    checkpoint[stream_id(topic, partition)] = records[-1].offset + 1
+            if seen >= max_events or time.monotonic() >= deadline:
+                break
+        if not seen:
+            return None
+        return Batch(events=events, checkpoint=checkpoint, poison=poison)
+
+    def ack(self, checkpoint: Checkpoint) -> None:
+        """Commit ``checkpoint`` (next offsets) to Kafka for the partitions still owned.
+
+        Kafka's committed offsets are informational (lag); the sink's checkpoint
+        is the truth, so a failed commit is logged, not raised.
+        """
+        consumer = self.consumer
+        owned = consumer.assignment()
+        offsets = {}
+        for stream, offset in checkpoint.items():
+            tp = parse_stream_id(stream)
+            if tp in owned:
+                offsets[tp] = OffsetAndMetadata(int(offset), "", -1)
+        if not offsets:
+            return
+        try:
+            consumer.commit(offsets)
+        except CommitFailedError as exc:
+            log.warning("kafka source: offset commit for group %s refused (partitions moved): %s", self.group_id, exc)
+        except KafkaError as exc:
+            log.warning("kafka source: offset commit for group %s failed: %s", self.group_id, exc)
+
+    def backlog(self) -> dict[str, int]:
+        """Messages not yet read, per owned stream (end offset - position)."""
+        consumer = self.consumer
+        owned = sorted(consumer.assignment())
+        if not owned:
+            return {}
+        try:
+            ends = consumer.end_offsets(owned)
+            return {stream_id(tp.topic, tp.partition): max(0, int(ends[tp]) - int(consumer.position(tp)))
+                    for tp in owned}
+        except KafkaError as exc:
+            raise SourceError(f"cannot read end offsets for group {self.group_id}: {exc}") from exc
+
+
+def for_projection(projection: str, tables: Iterable[str | TableId], *, bootstrap_servers: str,
+                   base_group_id: str, topic_prefix: str, **kwargs: Any) -> DebeziumKafkaSource:
+    """The Kafka source of one projection, in its own consumer group."""
+    return DebeziumKafkaSource(bootstrap_servers=bootstrap_servers, group_id=group_id_for(base_group_id, projection),
+                               topic_prefix=topic_prefix, tables=tables, **kwargs)
