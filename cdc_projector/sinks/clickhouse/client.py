@@ -1,0 +1,243 @@
+"""One connection path to ClickHouse, embedded (chDB) or server, through clickhouse-connect.
+
+``connect(url, database)`` accepts:
+
+* ``http://host:8123`` / ``https://...`` (user, password in the URL) - a ClickHouse server;
+* ``chdb:///abs/path`` - the embedded engine (chDB) with its data in that directory;
+* ``None`` or ``""`` - embedded, in :func:`default_chdb_path`.
+
+Both give the same :class:`ClickHouse` object; every driver exception is
+translated at this boundary into :mod:`cdc_projector.errors` classes:
+a server that cannot be reached -> :class:`~cdc_projector.errors.SinkUnavailable`
+(the engine retries), a chDB data directory locked by another process ->
+:class:`~cdc_projector.errors.SinkLocked`, anything else -> :class:`~cdc_projector.errors.SinkError`.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+from urllib.parse import urlparse
+
+from ...errors import SinkError, SinkLocked, SinkUnavailable
+
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,126}$")
+
+#: settings every query runs with: NULL is a value inside IN (groups may be NULL)
+QUERY_SETTINGS: dict[str, Any] = {"transform_null_in": 1}
+
+
+def default_chdb_path() -> str:
+    """Data directory of embedded ClickHouse when the sink URL is empty.
+
+    ``$CDC_PROJECTOR_CHDB_PATH`` if set, else ``$CDC_PROJECTOR_HOME/clickhouse``,
+    else ``~/.cdc-projector/clickhouse``.
+    """
+    if os.environ.get("CDC_PROJECTOR_CHDB_PATH"):
+        return os.path.abspath(os.environ["CDC_PROJECTOR_CHDB_PATH"])
+    home = os.environ.get("CDC_PROJECTOR_HOME") or os.path.join(Path.home(), ".cdc-projector")
+    return os.path.abspath(os.path.join(home, "clickhouse"))
+
+
+def ident(name: str, what: str = "identifier") -> str:
+    """Validate a ClickHouse identifier from config and return it quoted with backticks.
+
+    Only ``[A-Za-z_][A-Za-z0-9_]*`` (at most 127 characters) is accepted, so a
+    name can never change the meaning of a statement.
+    """
+    if not isinstance(name, str) or not _IDENT_RE.match(name):
+        raise SinkError(f"invalid ClickHouse {what} {name!r}",
+                        hint="use letters, digits and underscores, starting with a letter or underscore")
+    return f"`{name}`"
+
+
+def describe_url(url: str | None) -> str:
+    """The URL without credentials, for messages and logs."""
+    if not url:
+        return f"chdb://{default_chdb_path()}"
+    parsed = urlparse(url)
+    if parsed.password or parsed.username:
+        netloc = parsed.hostname or ""
+        if parsed.port:
+            netloc += f":{parsed.port}"
+        return parsed._replace(netloc=netloc).geturl()
+    return url
+
+
+class ClickHouse:
+    """A connected ClickHouse database (embedded or server): the only object sinks talk to."""
+
+    def __init__(self, client: Any, database: str, url: str, embedded: bool,
+                 path: str | None = None) -> None:
+        self._client = client
+        self.database = database
+        self.url = url
+        self.embedded = embedded
+        self.path = path
+
+    # -- statements ------------------------------------------------------
+    def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> Any:
+        """Run a statement that returns no rows (DDL, INSERT ... SELECT)."""
+        try:
+            return self._client.command(sql, parameters=dict(parameters or {}),
+                                        settings=QUERY_SETTINGS)
+        except Exception as exc:  # noqa: BLE001 - translated at the boundary
+            raise translate(exc, f"ClickHouse statement failed: {_head(sql)}", self.url) from exc
+
+    def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a query; rows as tuples of Python values (DateTime64('UTC') aware)."""
+        try:
+            return list(self._client.query(sql, parameters=dict(parameters or {}),
+                                           settings=QUERY_SETTINGS).result_rows)
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"ClickHouse query failed: {_head(sql)}", self.url) from exc
+
+    def query_dicts(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run a query; rows as dicts keyed by column name."""
+        try:
+            result = self._client.query(sql, parameters=dict(parameters or {}), settings=QUERY_SETTINGS)
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"ClickHouse query failed: {_head(sql)}", self.url) from exc
+        names = result.column_names
+        return [dict(zip(names, row)) for row in result.result_rows]
+
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str],
+               types: Sequence[str]) -> None:
+        """Insert rows (one block; callers batch >= 10k rows when they have them)."""
+        if not rows:
+            return
+        try:
+            self._client.insert(table, rows, column_names=list(columns), database=self.database,
+                                column_type_names=list(types))
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"ClickHouse insert into {self.database}.{table} failed", self.url) from exc
+
+    def qualified(self, table: str) -> str:
+        """``\\`database\\`.\\`table\\``` with both names validated."""
+        return f"{ident(self.database, 'database name')}.{ident(table, 'table name')}"
+
+    def close(self) -> None:
+        """Release the connection (for chDB: lets another path be opened in this process)."""
+        try:
+            self._client.close()
+        except Exception:  # noqa: BLE001 - closing never fails loudly
+            pass
+
+
+def _head(sql: str) -> str:
+    text = " ".join(sql.split())
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+_UNAVAILABLE = ("connection refused", "failed to establish", "max retries exceeded",
+                "timed out", "name or service not known", "connection reset",
+                "remote end closed", "temporary failure in name resolution", "network is unreachable")
+
+
+def translate(exc: BaseException, what: str, url: str) -> SinkError:
+    """Map a clickhouse-connect / chDB exception to the project's error tree."""
+    if isinstance(exc, SinkError):
+        return exc
+    text = str(exc)
+    low = text.lower()
+    first = " ".join(text.split())[:400]
+    if any(marker in low for marker in _UNAVAILABLE):
+        return SinkUnavailable(f"{what}: ClickHouse at {describe_url(url)} is not reachable ({first})",
+                               hint="start the server or fix the sink URL; the projector retries")
+    return SinkError(f"{what}: {first}")
+
+
+def _lock_holder(path: str) -> int | None:
+    """PID written by the engine holding ``path`` (its ``status`` file), if readable."""
+    try:
+        text = Path(path, "status").read_text()
+    except OSError:
+        return None
+    match = re.search(r"PID:\s*(\d+)", text)
+    return int(match.group(1)) if match else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _open_chdb(path: str, database: str, url: str) -> ClickHouse:
+    import clickhouse_connect  # local: keeps `import cdc_projector` light
+
+    path = os.path.realpath(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise SinkError(f"cannot create the ClickHouse data directory {path}: {exc.strerror}",
+                        hint="choose a writable path in the sink URL (chdb:///abs/path)") from exc
+    try:
+        client = clickhouse_connect.get_client(interface="chdb", path=path, tz_mode="schema")
+    except ImportError as exc:
+        raise SinkError("embedded ClickHouse needs the chdb package",
+                        hint="pip install 'cdc-projector[chdb]'") from exc
+    except Exception as exc:  # noqa: BLE001
+        text = str(exc)
+        other = re.search(r"already initialized with path '([^']*)'", text)
+        if other:
+            raise SinkLocked(
+                f"this process already has embedded ClickHouse open at {other.group(1)}; "
+                f"cannot also open {path}",
+                hint="one chDB data directory per process: close the other sink first") from exc
+        if "EmbeddedServer" in text or "Cannot lock file" in text:
+            pid = _lock_holder(path)
+            who = f"pid {pid}" if pid and pid != os.getpid() and _alive(pid) else "pid unknown"
+            raise SinkLocked(
+                f"ClickHouse data directory {path} is used by another process ({who}); "
+                "stop it or point the sink URL at another directory",
+                hint="while `cdc-projector run` holds it, use its HTTP API (status, verify, wait) "
+                     "instead of opening the directory") from exc
+        raise translate(exc, f"cannot open embedded ClickHouse at {path}", url) from exc
+    return ClickHouse(client, database, f"chdb://{path}", embedded=True, path=path)
+
+
+def _open_server(url: str, database: str) -> ClickHouse:
+    import clickhouse_connect
+
+    try:
+        client = clickhouse_connect.get_client(dsn=url, tz_mode="schema", connect_timeout=5,
+                                               send_receive_timeout=300)
+    except Exception as exc:  # noqa: BLE001
+        raise translate(exc, "cannot connect to ClickHouse", url) from exc
+    return ClickHouse(client, database, url, embedded=False)
+
+
+def connect(url: str | None, database: str, *, create_database: bool = True) -> ClickHouse:
+    """Connect to the ClickHouse of a sink and (by default) create ``database`` if missing.
+
+    ``url``: ``http(s)://user:password@host:port``, ``chdb:///abs/path``, or empty for the
+    embedded default (:func:`default_chdb_path`).
+    """
+    ident(database, "database name")
+    if not url:
+        ch = _open_chdb(default_chdb_path(), database, "")
+    elif url.startswith("chdb:"):
+        parsed = urlparse(url)
+        location = parsed.path if not parsed.netloc else parsed.netloc + parsed.path
+        if not location or location in ("memory", ":memory:") or not location.startswith("/"):
+            raise SinkError(f"unsupported embedded ClickHouse URL {url!r}",
+                            hint="use chdb:///absolute/path/to/data (three slashes)")
+        ch = _open_chdb(location, database, url)
+    elif url.startswith(("http://", "https://")):
+        ch = _open_server(url, database)
+    else:
+        raise SinkError(f"unsupported ClickHouse URL {describe_url(url)!r}",
+                        hint="use http(s)://host:8123 for a server or chdb:///abs/path for embedded")
+    if create_database:
+        try:
+            ch.command(f"CREATE DATABASE IF NOT EXISTS {ident(database, 'database name')}")
+        except SinkError:
+            ch.close()
+            raise
+    return ch

@@ -1,0 +1,173 @@
+"""Projector state kept in ClickHouse beside the views: checkpoints and the engine's mirror.
+
+* ``_cdcp_checkpoints`` - ``ReplacingMergeTree(_version) ORDER BY projection``: one
+  row per projection (streams as JSON, highest applied position, commit time).
+* ``_cdcp_mirror`` - ``ReplacingMergeTree(_version) ORDER BY (projection, source_table,
+  key_id)``: the source rows a projection reads (typed JSON), tombstones as
+  ``row = NULL``; ``_version`` is the row's source position, so a replayed older
+  change never replaces a newer one.
+
+A source :class:`~cdc_projector.events.Position` becomes the ``UInt128`` version
+``commit_lsn << 64 | seq``: ordered exactly like positions, never wall time.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import time
+import uuid
+from typing import Any, Collection, Sequence
+
+import orjson
+
+from ...events import Position, TableId
+from .client import ClickHouse
+
+CHECKPOINTS = "_cdcp_checkpoints"
+MIRROR = "_cdcp_mirror"
+
+
+def version(position: Position | None) -> int:
+    """``UInt128`` version of a source position (0 for None)."""
+    if position is None:
+        return 0
+    return (position.commit_lsn << 64) | (position.seq & 0xFFFFFFFFFFFFFFFF)
+
+
+def position_of(ver: int) -> Position:
+    """Inverse of :func:`version`."""
+    return Position(ver >> 64, ver & 0xFFFFFFFFFFFFFFFF)
+
+
+# -- typed JSON for mirror rows ------------------------------------------------
+def encode_value(value: Any) -> Any:
+    """Canonical Python value -> JSON-able value that :func:`decode_value` restores exactly."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return {"$f": repr(value)}
+    if isinstance(value, decimal.Decimal):
+        return {"$d": str(value)}
+    if isinstance(value, dt.datetime):
+        return {"$tz" if value.tzinfo else "$ts": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, dt.time):
+        return {"$time": value.isoformat()}
+    if isinstance(value, uuid.UUID):
+        return {"$uuid": str(value)}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$b": bytes(value).hex()}
+    if isinstance(value, (list, tuple)):
+        return [encode_value(v) for v in value]
+    if isinstance(value, dict):
+        return {"$o": {str(k): encode_value(v) for k, v in value.items()}}
+    return {"$r": str(value)}
+
+
+_DECODERS = {
+    "$f": float, "$d": decimal.Decimal, "$date": dt.date.fromisoformat, "$time": dt.time.fromisoformat,
+    "$uuid": uuid.UUID, "$b": bytes.fromhex, "$r": str,
+    "$tz": dt.datetime.fromisoformat, "$ts": dt.datetime.fromisoformat,
+}
+
+
+def decode_value(value: Any) -> Any:
+    """Inverse of :func:`encode_value`."""
+    if isinstance(value, list):
+        return [decode_value(v) for v in value]
+    if isinstance(value, dict):
+        ((tag, inner),) = value.items()
+        if tag == "$o":
+            return {k: decode_value(v) for k, v in inner.items()}
+        return _DECODERS[tag](inner)
+    return value
+
+
+def dumps(mapping: Any) -> str:
+    return orjson.dumps(encode_value(mapping)).decode()
+
+
+def loads(text: str) -> Any:
+    return decode_value(orjson.loads(text))
+
+
+class StateTables:
+    """Creates and reads/writes the shared state tables of one ClickHouse database."""
+
+    def __init__(self, ch: ClickHouse) -> None:
+        self.ch = ch
+        self._ensured = False
+
+    def ensure(self) -> None:
+        """Create ``_cdcp_checkpoints`` and ``_cdcp_mirror`` if missing."""
+        if self._ensured:
+            return
+        self.ch.command(
+            f"CREATE TABLE IF NOT EXISTS {self.ch.qualified(CHECKPOINTS)} ("
+            "projection String, streams String, position_lsn UInt64, position_seq UInt64, "
+            "has_position UInt8, commit_ts_us Nullable(Int64), updated_at Float64, _version UInt128"
+            ") ENGINE = ReplacingMergeTree(_version) ORDER BY projection")
+        self.ch.command(
+            f"CREATE TABLE IF NOT EXISTS {self.ch.qualified(MIRROR)} ("
+            "projection String, source_table String, key_id String, key String, row Nullable(String), "
+            "canon String, _version UInt128"
+            ") ENGINE = ReplacingMergeTree(_version) ORDER BY (projection, source_table, key_id)")
+        self._ensured = True
+
+    # -- checkpoints -------------------------------------------------------
+    def load_checkpoint(self, projection: str) -> tuple[dict[str, int], Position | None, int | None,
+                                                        float, int] | None:
+        """``(streams, position, commit_ts_us, updated_at, version)`` or None."""
+        rows = self.ch.query(
+            f"SELECT streams, position_lsn, position_seq, has_position, commit_ts_us, updated_at, _version "
+            f"FROM {self.ch.qualified(CHECKPOINTS)} FINAL WHERE projection = {{p:String}}", {"p": projection})
+        if not rows:
+            return None
+        streams, lsn, seq, has_pos, ts, updated, ver = rows[0]
+        return (orjson.loads(streams), Position(lsn, seq) if has_pos else None, ts, updated, int(ver))
+
+    def write_checkpoint(self, projection: str, streams: dict[str, int], position: Position | None,
+                         commit_ts_us: int | None, ver: int) -> None:
+        self.ch.insert(CHECKPOINTS, [[projection, orjson.dumps(streams).decode(),
+                                      position.commit_lsn if position else 0,
+                                      position.seq if position else 0, 1 if position else 0,
+                                      commit_ts_us, time.time(), ver]],
+                       ["projection", "streams", "position_lsn", "position_seq", "has_position",
+                        "commit_ts_us", "updated_at", "_version"],
+                       ["String", "String", "UInt64", "UInt64", "UInt8", "Nullable(Int64)", "Float64", "UInt128"])
+
+    # -- mirror --------------------------------------------------------------
+    def mirror_load(self, projection: str, table: TableId,
+                    key_ids: Collection[str]) -> list[tuple[str, str, str | None, int]]:
+        if not key_ids:
+            return []
+        return [tuple(r) for r in self.ch.query(  # type: ignore[misc]
+            f"SELECT key_id, key, row, _version FROM {self.ch.qualified(MIRROR)} FINAL "
+            "WHERE projection = {p:String} AND source_table = {t:String} AND key_id IN {k:Array(String)}",
+            {"p": projection, "t": str(table), "k": list(key_ids)})]
+
+    def mirror_find(self, projection: str, table: TableId, column: str,
+                    canon_values: Sequence[str]) -> list[tuple[str, str, str | None, int]]:
+        return [tuple(r) for r in self.ch.query(  # type: ignore[misc]
+            "SELECT key_id, key, row, _version FROM ("
+            f"SELECT key_id, key, row, canon, _version FROM {self.ch.qualified(MIRROR)} FINAL "
+            "WHERE projection = {p:String} AND source_table = {t:String}) "
+            "WHERE row IS NOT NULL AND JSONExtractString(canon, {c:String}) IN {v:Array(String)}",
+            {"p": projection, "t": str(table), "c": column, "v": list(canon_values)})]
+
+    def mirror_all(self, projection: str, table: TableId) -> list[tuple[str, str, str | None, int]]:
+        return [tuple(r) for r in self.ch.query(  # type: ignore[misc]
+            "SELECT key_id, key, row, _version FROM ("
+            f"SELECT key_id, key, row, _version FROM {self.ch.qualified(MIRROR)} FINAL "
+            "WHERE projection = {p:String} AND source_table = {t:String}) WHERE row IS NOT NULL",
+            {"p": projection, "t": str(table)})]
+
+    def mirror_write(self, rows: list[list[Any]]) -> None:
+        self.ch.insert(MIRROR, rows, ["projection", "source_table", "key_id", "key", "row", "canon", "_version"],
+                       ["String", "String", "String", "String", "Nullable(String)", "String", "UInt128"])
+
+    def drop_projection(self, projection: str) -> None:
+        for table in (CHECKPOINTS, MIRROR):
+            self.ch.command(f"DELETE FROM {self.ch.qualified(table)} WHERE projection = {{p:String}}",
+                            {"p": projection})
