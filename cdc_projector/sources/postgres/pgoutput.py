@@ -267,7 +267,7 @@ class PgOutputDecoder:
                 old, _ = self._tuple(buf, 6, rel)
                 old_key = {k: old[k] for k in keys} or None
                 self._emit(Op.DELETE, rel.table, old_key, old if full_old else old_key, None, lsn)
-        except (DecodeError, ValueError, KeyError, IndexError, struct.error, UnicodeDecodeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to decode one change makes it poison
             table = str(rel.table) if rel else f"relation {rel_id}"
             self._tx.poison.append((bytes(buf), {"stream": self.stream_id, "lsn": lsn, "table": table},
                                     f"cannot decode change of {table}: {exc}"))
