@@ -166,3 +166,19 @@ def connect_with_retry(sink: Sink, *, attempts: int = 5, first_delay_s: float = 
             log.warning("sink %s unavailable (%s); retrying in %.1fs", sink.name, exc, delay)
             sleep(delay)
             delay = min(delay * 2, max_delay_s)
+
+
+# ---------------------------------------------------------------- plan (used by `cdc-projector plan`)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config.models import Projection
+
+Planner = Callable[[str, "Projection"], list[str]]
+#: sink type -> function(projection name, projection) returning the lines `plan` prints:
+#: the DDL/indexes the sink would create or change, touching nothing.
+PLANNERS: dict[str, Planner] = {}
+
+
+def register_planner(type_name: str, planner: Planner) -> None:
+    """Register how sinks of ``type_name`` describe what they would create for a projection."""
+    PLANNERS[type_name] = planner
