@@ -13,7 +13,8 @@
 * how much WAL our slot retains (``pg_current_wal_lsn() - restart_lsn``).
 
 Problems raise :class:`~cdc_projector.errors.PreflightError` (the first problem's
-message and one-line hint, the others listed after it) unless ``raise_errors=False``.
+message and one-line hint, plus how many more there are; ``report.problems``
+lists them all) unless ``raise_errors=False``.
 """
 from __future__ import annotations
 
@@ -55,8 +56,9 @@ class PreflightReport:
     def raise_if_failed(self) -> None:
         if self.problems:
             first = self.problems[0]
-            rest = "".join(f"; {p.message} ({p.hint})" for p in self.problems[1:])
-            raise PreflightError(first.message + rest if rest else first.message, hint=first.hint)
+            more = len(self.problems) - 1
+            suffix = f" (and {more} more problem{'s' if more > 1 else ''}: run `cdc-projector source preflight`)" if more else ""
+            raise PreflightError(first.message + suffix, hint=first.hint)
 
 
 def _one(conn: Any, query: str | sql.Composable, params: tuple[Any, ...] = ()) -> Any:
