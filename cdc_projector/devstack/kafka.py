@@ -6,7 +6,8 @@ Debezium Postgres connector plugin is unpacked into ``<cache>/debezium-<version>
 Data lives in ``<stack>/kafka`` and ``<stack>/connect`` (configs are rewritten on
 each start from :mod:`.settings`). The Connect worker gets the environment config
 provider (``${env:VAR}`` in connector configs) and ``CDCP_CAPTURE_PASSWORD`` in
-its environment, so connector files hold no password.
+its environment (with ``CDCP_PG_HOST``/``CDCP_PG_PORT``), so connector files hold no
+password and the same file works here and in docker/compose.yaml.
 """
 from __future__ import annotations
 
@@ -204,6 +205,12 @@ def connect_get(s: StackSettings, path: str, timeout: float = 5.0) -> object:
         return json.loads(resp.read())
 
 
+def connector_env(s: StackSettings) -> dict[str, str]:
+    """Environment of the Connect worker, read by ``${env:...}`` references in connector configs."""
+    return {"CDCP_PG_HOST": s.host, "CDCP_PG_PORT": str(s.pg_port),
+            "CDCP_CAPTURE_PASSWORD": os.environ.get("CDCP_CAPTURE_PASSWORD", CAPTURE_PASSWORD)}
+
+
 def _connect_ready(s: StackSettings) -> bool:
     try:
         plugins = connect_get(s, "/connector-plugins")
@@ -263,7 +270,7 @@ config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigP
                                  hint="start it first: python -m cdc_projector.devstack up kafka")
             data = self._conf(s)
             log = s.log_file(self.name)
-            env = {"CDCP_CAPTURE_PASSWORD": os.environ.get("CDCP_CAPTURE_PASSWORD", CAPTURE_PASSWORD)}
+            env = connector_env(s)
             pid = proc.spawn([*_jvm_base(s, s.connect_heap, data),
                               "org.apache.kafka.connect.cli.ConnectDistributed",
                               str(data / "worker.properties")],
