@@ -1,0 +1,298 @@
+"""The ClickHouse sink: the engine's :class:`~cdc_projector.sinks.base.Sink` protocol over
+:mod:`.tables` / :mod:`.aggregates`, with the mirror, checkpoints and dead letters
+kept in the same ClickHouse database as the views.
+
+``write(changes, rows, checkpoint)`` keeps the crash-safe order: view rows
+(aggregates: group rows, then contributions), then mirror rows, then the
+checkpoint. Every row written carries the batch's source position as its
+``_version``, so replaying a batch after a crash rewrites the same result.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Collection, Sequence
+
+import orjson
+
+from ...config.models import SinkConfig
+from ...errors import SinkError
+from ...events import TableId
+from ...expr.types import SqlType
+from ..base import StoredCheckpoint, ViewChange, WriteStats, register_sink
+from . import ddl
+from .aggregates import AggregateView
+from .client import ClickHouse, connect
+from .state import StateTables, dumps, loads, version
+from .tables import TableView
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ...engine.deadletter import DeadLetter
+    from ...engine.mirror import MirrorRow
+    from ...engine.plan import ProjectionPlan
+
+DEADLETTERS = "_cdcp_deadletters"
+
+
+def infer_sql_type(value: Any) -> SqlType:
+    """SqlType of a canonical Python value (used when the catalog gave no key types)."""
+    if isinstance(value, bool):
+        return SqlType("bool")
+    if isinstance(value, int):
+        return SqlType("int")
+    if isinstance(value, decimal.Decimal):
+        return SqlType("numeric")
+    if isinstance(value, float):
+        return SqlType("float")
+    if isinstance(value, uuid.UUID):
+        return SqlType("uuid")
+    if isinstance(value, dt.datetime):
+        return SqlType("timestamptz" if value.tzinfo else "timestamp")
+    if isinstance(value, dt.date):
+        return SqlType("date")
+    return SqlType("text")
+
+
+class ClickHouseStateStore:
+    """The engine's mirror (:class:`~cdc_projector.engine.mirror.StateStore`) in ``_cdcp_mirror``."""
+
+    def __init__(self, state: StateTables, projection: str) -> None:
+        self._state = state
+        self.projection = projection
+
+    def _rows(self, table: TableId, found: Sequence[tuple[str, str, str | None, int]]) -> list["MirrorRow"]:
+        from ...engine.mirror import MirrorRow
+        from .state import position_of
+        return [MirrorRow(table, loads(key), None if row is None else loads(row), position_of(int(ver)))
+                for _, key, row, ver in found]
+
+    def load(self, table: TableId, key_ids: Collection[str]) -> dict[str, "MirrorRow"]:
+        found = self._state.mirror_load(self.projection, table, list(key_ids))
+        return {r.key_id: r for r in self._rows(table, found)}
+
+    def find_by_column(self, table: TableId, column: str, values: Collection[Any]) -> list["MirrorRow"]:
+        from ...engine.mirror import key_id
+        canon = [key_id([v]) for v in values if v is not None]
+        if not canon:
+            return []
+        return self._rows(table, self._state.mirror_find(self.projection, table, column, canon))
+
+    def find_all(self, table: TableId) -> list["MirrorRow"]:
+        return self._rows(table, self._state.mirror_all(self.projection, table))
+
+    def write(self, rows: Sequence["MirrorRow"]) -> None:
+        from ...engine.mirror import key_id
+        out = []
+        for r in rows:
+            canon = {} if r.row is None else {c: key_id([v]) for c, v in r.as_row().items()}
+            out.append([self.projection, str(r.table), r.key_id, dumps(r.key),
+                        None if r.row is None else dumps(r.row), orjson.dumps(canon).decode(),
+                        version(r.position)])
+        if out:
+            self._state.mirror_write(out)
+
+
+class ClickHouseProjectionTarget:
+    """View, mirror and checkpoint of one table or aggregate projection."""
+
+    def __init__(self, sink: "ClickHouseSink", plan: "ProjectionPlan",
+                 spec: ddl.Spec | None = None) -> None:
+        if plan.kind not in ("table", "aggregate"):
+            raise SinkError(f"projection {plan.name!r}: kind {plan.kind!r} cannot be stored in ClickHouse",
+                            hint="ClickHouse sinks hold `table` and `aggregate` projections")
+        if plan.embeds:
+            raise SinkError(f"projection {plan.name!r}: embeds are not supported in a ClickHouse table",
+                            hint="use a document projection (MongoDB) for 1:N arrays")
+        self._sink = sink
+        self.plan = plan
+        self.spec = spec
+        self._view: TableView | AggregateView | None = None
+        self._state = ClickHouseStateStore(sink.state, plan.name)
+        self._ckpt_version = -1
+        self._last_version = 0
+        if spec is not None:
+            self._open(spec)
+
+    @property
+    def state(self) -> ClickHouseStateStore:
+        return self._state
+
+    def _open(self, spec: ddl.Spec) -> None:
+        ddl.apply(self._sink.ch, spec)
+        self.spec = spec
+        self._view = TableView(self._sink.ch, spec) if isinstance(spec, ddl.TableSpec) \
+            else AggregateView(self._sink.ch, spec)
+
+    def _spec_from(self, change: ViewChange) -> ddl.Spec:
+        """Build the spec from the plan, taking key types from the first change's key values."""
+        key_types = {k: infer_sql_type(v) for k, v in change.key.items()}
+        table = self.plan.target
+        if self.plan.kind == "table":
+            fields: dict[str, SqlType] = {f.name: f.expr.type for f in self.plan.fields}
+            for lk in self.plan.lookups:
+                fields.update({f.name: f.expr.type for f in lk.fields})
+            return ddl.table_spec(self.plan.name, table, key_types, fields)
+        groups = getattr(self.plan, "group_by", None)
+        measures = getattr(self.plan, "measures", None)
+        if groups is None or measures is None:
+            raise SinkError(f"aggregate {self.plan.name!r}: the engine plan carries no group_by/measures",
+                            hint="build the target with an explicit AggregateSpec")
+        return ddl.aggregate_spec(
+            self.plan.name, table, key_types, {g.name: g.expr.type for g in groups},
+            [(name, m.func, m.arg.type if m.arg is not None else None, m.distinct) for name, m in measures])
+
+    def _flatten(self, changes: Sequence[ViewChange]) -> list[ViewChange]:
+        if not self.plan.lookups:
+            return list(changes)
+        out = []
+        for c in changes:
+            if c.values is None:
+                out.append(c)
+                continue
+            values = dict(c.values)
+            for lk in self.plan.lookups:
+                sub = values.pop(lk.name, None) or {}
+                values.update(sub)
+            out.append(ViewChange(c.key, values))
+        return out
+
+    def load_checkpoint(self) -> StoredCheckpoint | None:
+        found = self._sink.state.load_checkpoint(self.plan.name)
+        if found is None:
+            self._ckpt_version = 0
+            return None
+        streams, position, ts, updated, ver = found
+        self._ckpt_version = ver
+        if position is not None:
+            self._last_version = max(self._last_version, version(position))
+        return StoredCheckpoint(streams, position, ts, updated)
+
+    def write(self, changes: Sequence[ViewChange], rows: Sequence["MirrorRow"],
+              checkpoint: StoredCheckpoint | None) -> WriteStats:
+        stats = WriteStats(mirror_rows=len(rows))
+        positions = [r.position for r in rows]
+        if checkpoint is not None and checkpoint.position is not None:
+            positions.append(checkpoint.position)
+        # never 0 and never below what this target wrote before: a batch without
+        # positions (nothing new) rewrites with the last version it knows
+        ver = max(version(max(positions)) if positions else 0, self._last_version)
+        self._last_version = ver
+        if changes:
+            if self._view is None:
+                self._open(self.spec or self._spec_from(changes[0]))
+            assert self._view is not None
+            flat = self._flatten(changes) if self.plan.kind == "table" else list(changes)
+            stats.upserted, stats.deleted = self._view.write(flat, ver)
+        self._state.write(rows)
+        if checkpoint is not None:
+            if self._ckpt_version < 0:
+                self.load_checkpoint()
+            ck_ver = max(version(checkpoint.position), self._ckpt_version + 1)
+            self._sink.state.write_checkpoint(self.plan.name, dict(checkpoint.streams), checkpoint.position,
+                                              checkpoint.commit_ts_us, ck_ver)
+            self._ckpt_version = ck_ver
+        return stats
+
+    def read_view(self) -> list[dict[str, Any]]:
+        if self._view is None:
+            return []
+        return self._view.read()
+
+    def drop(self) -> None:
+        if self._view is not None:
+            self._view.drop()
+        self._sink.state.drop_projection(self.plan.name)
+
+
+class ClickHouseDeadLetters:
+    """Dead letters in ``_cdcp_deadletters`` (ReplacingMergeTree by projection and id)."""
+
+    def __init__(self, ch: ClickHouse) -> None:
+        self.ch = ch
+        self._ready = False
+
+    def _ensure(self) -> None:
+        if not self._ready:
+            self.ch.command(
+                f"CREATE TABLE IF NOT EXISTS {self.ch.qualified(DEADLETTERS)} (projection String, id String, "
+                "body String, status String, _version UInt64) ENGINE = ReplacingMergeTree(_version) "
+                "ORDER BY (projection, id)")
+            self._ready = True
+
+    def put(self, letter: "DeadLetter") -> None:
+        from ...engine.deadletter import event_to_json
+        self._ensure()
+        body = orjson.dumps({"reason": letter.reason, "events": [event_to_json(e) for e in letter.events],
+                             "raw": letter.raw, "origin": dumps(letter.origin), "created_at": letter.created_at,
+                             "resolution": dumps(letter.resolution)}).decode()
+        self.ch.insert(DEADLETTERS, [[letter.projection, letter.id, body, letter.status, time.time_ns()]],
+                       ["projection", "id", "body", "status", "_version"],
+                       ["String", "String", "String", "String", "UInt64"])
+
+    def _decode(self, projection: str, letter_id: str, body: str, status: str) -> "DeadLetter":
+        from ...engine.deadletter import DeadLetter, event_from_json
+        d = orjson.loads(body)
+        return DeadLetter(letter_id, projection, d["reason"], [event_from_json(e) for e in d["events"]],
+                          d["raw"], loads(d["origin"]), d["created_at"], status, loads(d["resolution"]))
+
+    def list(self, projection: str, status: str | None = "open") -> list["DeadLetter"]:
+        self._ensure()
+        rows = self.ch.query(f"SELECT id, body, status FROM {self.ch.qualified(DEADLETTERS)} FINAL "
+                             "WHERE projection = {p:String} ORDER BY id", {"p": projection})
+        return [self._decode(projection, i, b, s) for i, b, s in rows if status is None or s == status]
+
+    def get(self, projection: str, letter_id: str) -> "DeadLetter | None":
+        return next((d for d in self.list(projection, None) if d.id == letter_id), None)
+
+    def resolve(self, projection: str, letter_id: str, status: str, resolution: dict[str, Any]) -> None:
+        letter = self.get(projection, letter_id)
+        if letter is None:
+            raise SinkError(f"no dead letter {letter_id!r} for projection {projection!r}")
+        letter.status, letter.resolution = status, dict(resolution)
+        self.put(letter)
+
+
+class ClickHouseSink:
+    """A ``type: clickhouse`` sink (embedded chDB or a server)."""
+
+    def __init__(self, name: str, config: SinkConfig) -> None:
+        self.name = name
+        self.config = config
+        self._ch: ClickHouse | None = None
+        self._state: StateTables | None = None
+
+    @property
+    def ch(self) -> ClickHouse:
+        if self._ch is None:
+            raise SinkError(f"sink {self.name!r} is not connected")
+        return self._ch
+
+    @property
+    def state(self) -> StateTables:
+        if self._state is None:
+            self._state = StateTables(self.ch)
+            self._state.ensure()
+        return self._state
+
+    def connect(self) -> None:
+        if self._ch is None:
+            self._ch = connect(self.config.url, self.config.database)
+
+    def projection(self, plan: "ProjectionPlan", spec: ddl.Spec | None = None) -> ClickHouseProjectionTarget:
+        """The target of one projection; with ``spec`` its tables are created now."""
+        return ClickHouseProjectionTarget(self, plan, spec)
+
+    def dead_letters(self) -> ClickHouseDeadLetters:
+        return ClickHouseDeadLetters(self.ch)
+
+    def close(self) -> None:
+        if self._ch is not None:
+            self._ch.close()
+            self._ch = None
+            self._state = None
+
+
+register_sink("clickhouse", ClickHouseSink)  # type: ignore[arg-type]
+
