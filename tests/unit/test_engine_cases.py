@@ -91,7 +91,9 @@ class EngineCases:
         return out
 
     def view(self) -> dict[Any, dict[str, Any]]:
-        return {d["_id"]: {k: v for k, v in d.items() if k != "_id"} for d in self.target.read_view()}
+        """The view by ``_id``; numerics as exact text (FerretDB v1 stores them so)."""
+        return {d["_id"]: {k: _text_decimals(v) for k, v in d.items() if k != "_id"}
+                for d in self.target.read_view()}
 
     def base(self) -> list[ChangeEvent]:
         e = self.ev
@@ -104,8 +106,8 @@ class EngineCases:
         self.feed(self.base())
         v = self.view()
         assert v[1] == {"name": "Ann", "email": "ann@x.org", "country": {"name": "Germany"},
-                        "orders": [{"id": 11, "total": Decimal("7.50")}, {"id": 10, "total": Decimal("5.00")}]}
-        assert v[2]["orders"] == [{"id": 12, "total": Decimal("1.00")}]
+                        "orders": [{"id": 11, "total": "7.50"}, {"id": 10, "total": "5.00"}]}
+        assert v[2]["orders"] == [{"id": 12, "total": "1.00"}]
 
     def test_update_and_delete(self) -> None:
         e = self.ev
@@ -119,7 +121,7 @@ class EngineCases:
         self.feed(self.base())
         self.feed([e.delete(CUSTOMERS, id=2), e.customer(3, "Bob"), e.order(12, 3, "1.00", op=Op.UPDATE)])
         v = self.view()
-        assert 2 not in v and v[3]["orders"] == [{"id": 12, "total": Decimal("1.00")}]
+        assert 2 not in v and v[3]["orders"] == [{"id": 12, "total": "1.00"}]
 
     def test_child_moves_between_parents(self) -> None:
         e = self.ev
@@ -135,7 +137,7 @@ class EngineCases:
         assert self.view() == {}
         self.feed([e.customer(5, "Eve", country_code=None)])
         assert self.view()[5] == {"name": "Eve", "email": "eve@x.org", "country": {"name": None},
-                                  "orders": [{"id": 20, "total": Decimal("3.00")}]}
+                                  "orders": [{"id": 20, "total": "3.00"}]}
 
     def test_lookup_rename_fans_out_and_missing_lookup_is_null(self) -> None:
         e = self.ev
@@ -234,6 +236,16 @@ class EngineCases:
             assert shuffled != history
             self.feed(shuffled, batch=random.Random(seed).randint(1, 40))
             assert self.view() == expected, f"seed {seed}"
+
+
+def _text_decimals(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _text_decimals(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_text_decimals(v) for v in value]
+    return value
 
 
 def random_history(e: Events, rnd: random.Random, n: int) -> list[ChangeEvent]:

@@ -5,7 +5,9 @@ View documents (what readers query) use plain, portable BSON:
 ==========================  ===============================================
 canonical value             BSON in the document
 ==========================  ===============================================
-``Decimal``                 Decimal128 (exact; more than 34 digits -> string)
+``Decimal``                 Decimal128 (exact; more than 34 digits -> string).
+                            FerretDB v1 has no Decimal128 (it drops the
+                            connection): there the exact text, e.g. ``"10.50"``
 aware ``datetime``          string ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC). BSON
                             dates keep milliseconds only; a fixed-width ISO string
                             keeps the microseconds and still sorts correctly.
@@ -34,7 +36,6 @@ from typing import Any
 from bson.decimal128 import Decimal128
 
 _INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
-_DEC_CTX = decimal.Context(prec=34)
 
 
 def _decimal128(value: decimal.Decimal) -> Decimal128 | None:
@@ -42,7 +43,7 @@ def _decimal128(value: decimal.Decimal) -> Decimal128 | None:
         return None
     try:
         d = Decimal128(value)
-    except (decimal.InvalidOperation, ValueError, TypeError):
+    except Exception:  # noqa: BLE001 - too many digits: not representable
         return None
     return d if d.to_decimal() == value and str(d.to_decimal()) == str(value) else None
 
@@ -53,12 +54,18 @@ def iso_utc(value: dt.datetime) -> str:
 
 
 # -- view documents ---------------------------------------------------------
-def to_document(value: Any) -> Any:
-    """Encode a canonical value for a view document (see the module table)."""
+def to_document(value: Any, decimal128: bool = True) -> Any:
+    """Encode a canonical value for a view document (see the module table).
+
+    ``decimal128=False`` (FerretDB v1, which has no Decimal128) writes numerics
+    as their exact decimal text instead.
+    """
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
-        return value if _INT64_MIN <= value <= _INT64_MAX else Decimal128(decimal.Decimal(value))
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return value
+        return Decimal128(decimal.Decimal(value)) if decimal128 else str(value)
     if isinstance(value, float):
         if math.isnan(value):
             return "NaN"
@@ -66,7 +73,7 @@ def to_document(value: Any) -> Any:
             return "Infinity" if value > 0 else "-Infinity"
         return value
     if isinstance(value, decimal.Decimal):
-        d = _decimal128(value)
+        d = _decimal128(value) if decimal128 else None
         return d if d is not None else str(value)
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
@@ -79,9 +86,9 @@ def to_document(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, dict):
-        return {str(k): to_document(v) for k, v in value.items()}
+        return {str(k): to_document(v, decimal128) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [to_document(v) for v in value]
+        return [to_document(v, decimal128) for v in value]
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     return str(value)
@@ -91,6 +98,8 @@ def from_document(value: Any) -> Any:
     """Decode a stored document value to plain Python (Decimal128 -> Decimal)."""
     if isinstance(value, Decimal128):
         return value.to_decimal()
+    if isinstance(value, int) and type(value) is not int and type(value) is not bool:
+        return int(value)       # bson Int64
     if isinstance(value, dict):
         return {k: from_document(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -103,8 +112,11 @@ def _tag(tag: str, v: Any) -> dict[str, Any]:
     return {"__t": tag, "v": v}
 
 
-def to_mirror(value: Any) -> Any:
-    """Encode a canonical value so that :func:`from_mirror` gives it back exactly."""
+def to_mirror(value: Any, decimal128: bool = True) -> Any:
+    """Encode a canonical value so that :func:`from_mirror` gives it back exactly.
+
+    ``decimal128=False`` (FerretDB v1) tags numerics as text.
+    """
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
@@ -112,7 +124,7 @@ def to_mirror(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else _tag("f", repr(value))
     if isinstance(value, decimal.Decimal):
-        d = _decimal128(value)
+        d = _decimal128(value) if decimal128 else None
         return d if d is not None else _tag("n", str(value))
     if isinstance(value, dt.datetime):
         return _tag("dt", value.isoformat())
@@ -125,9 +137,9 @@ def to_mirror(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     if isinstance(value, dict):
-        return _tag("o", [{"k": str(k), "v": to_mirror(v)} for k, v in value.items()])
+        return _tag("o", [{"k": str(k), "v": to_mirror(v, decimal128)} for k, v in value.items()])
     if isinstance(value, (list, tuple)):
-        return _tag("a", [to_mirror(v) for v in value])
+        return _tag("a", [to_mirror(v, decimal128) for v in value])
     raise TypeError(f"cannot store a {type(value).__name__} value in the mirror: {value!r}")
 
 
@@ -135,6 +147,8 @@ def from_mirror(value: Any) -> Any:
     """Decode a value written by :func:`to_mirror`."""
     if isinstance(value, Decimal128):
         return value.to_decimal()
+    if isinstance(value, int) and type(value) is not int and type(value) is not bool:
+        return int(value)       # bson Int64
     if not isinstance(value, dict):
         return value
     tag, v = value.get("__t"), value.get("v")

@@ -63,11 +63,11 @@ def mirror_collection(projection: str) -> str:
     return f"_cdcp_{projection}_rows"
 
 
-def document_id(key: Mapping[str, Any]) -> Any:
+def document_id(key: Mapping[str, Any], decimal128: bool = True) -> Any:
     """The ``_id`` of a view document from the root key."""
     if len(key) == 1:
-        return to_document(next(iter(key.values())))
-    return {str(c): to_document(v) for c, v in key.items()}
+        return to_document(next(iter(key.values())), decimal128)
+    return {str(c): to_document(v, decimal128) for c, v in key.items()}
 
 
 class MongoStateStore:
@@ -91,14 +91,16 @@ class MongoStateStore:
         row = None if doc.get("r") is None else {c: from_mirror(v) for c, v in doc["r"].items()}
         return MirrorRow(TableId.parse(doc["t"]), key, row, Position(int(doc["pl"]), int(doc["ps"])))
 
-    @staticmethod
-    def encode(row: MirrorRow) -> dict[str, Any]:
+    def encode(self, row: MirrorRow) -> dict[str, Any]:
         return {
             "_id": MongoStateStore.doc_id(row.table, row.key_id), "t": str(row.table),
-            "k": {c: to_mirror(v) for c, v in row.key.items()},
-            "r": None if row.row is None else {c: to_mirror(v) for c, v in row.row.items()},
+            "k": {c: self._enc(v) for c, v in row.key.items()},
+            "r": None if row.row is None else {c: self._enc(v) for c, v in row.row.items()},
             "pl": row.position.commit_lsn, "ps": row.position.seq,
         }
+
+    def _enc(self, value: Any) -> Any:
+        return to_mirror(value, self._sink.decimal128)
 
     def _find(self, query: Mapping[str, Any]) -> list[MirrorRow]:
         try:
@@ -115,7 +117,7 @@ class MongoStateStore:
         return out
 
     def find_by_column(self, table: TableId, column: str, values: Collection[Any]) -> list[MirrorRow]:
-        enc = [to_mirror(v) for v in values]
+        enc = [self._enc(v) for v in values]
         out: list[MirrorRow] = []
         for i in range(0, len(enc), _CHUNK):
             out += self._find({"t": str(table), f"r.{column}": {"$in": enc[i:i + _CHUNK]}})
@@ -185,8 +187,9 @@ class MongoProjectionTarget:
         # 1. documents, skipping those equal to what is stored
         wanted: dict[str, tuple[Any, dict[str, Any] | None]] = {}
         for ch in changes:
-            _id = document_id(ch.key)
-            doc = None if ch.values is None else {"_id": _id, **to_document(ch.values)}
+            dec = self._sink.decimal128
+            _id = document_id(ch.key, dec)
+            doc = None if ch.values is None else {"_id": _id, **to_document(ch.values, dec)}
             wanted[key_id(ch.key.values())] = (_id, doc)
         stored: dict[str, dict[str, Any]] = {}
         ids = [w[0] for w in wanted.values()]
@@ -334,6 +337,8 @@ class MongoSink:
         self.database = config.database
         self.timeout_ms = timeout_ms
         self._client: Any = None
+        #: False on FerretDB v1, which has no Decimal128 (numerics are stored as exact text)
+        self.decimal128 = True
 
     @property
     def db(self) -> Any:
@@ -353,9 +358,11 @@ class MongoSink:
                             hint="expected mongodb://host:port[/...]") from exc
         try:
             client.admin.command("ping")
+            info = client.admin.command("buildInfo")
         except Exception as exc:  # noqa: BLE001
             client.close()
             raise translate(exc, where) from exc
+        self.decimal128 = not str(info.get("ferretdbVersion", "")).startswith("v1.")
         self._client = client
 
     def projection(self, plan: ProjectionPlan) -> MongoProjectionTarget:
