@@ -216,9 +216,9 @@ class ClickHouseDeadLetters:
     def _ensure(self) -> None:
         if not self._ready:
             self.ch.command(
-                f"CREATE TABLE IF NOT EXISTS {self.ch.qualified(DEADLETTERS)} (projection String, id String, "
+                f"CREATE TABLE IF NOT EXISTS {self.ch.qualified(DEADLETTERS)} (projection_name String, id String, "
                 "body String, status String, _version UInt64) ENGINE = ReplacingMergeTree(_version) "
-                "ORDER BY (projection, id)")
+                "ORDER BY (projection_name, id)")
             self._ready = True
 
     def put(self, letter: "DeadLetter") -> None:
@@ -228,7 +228,7 @@ class ClickHouseDeadLetters:
                              "raw": letter.raw, "origin": dumps(letter.origin), "created_at": letter.created_at,
                              "resolution": dumps(letter.resolution)}).decode()
         self.ch.insert(DEADLETTERS, [[letter.projection, letter.id, body, letter.status, time.time_ns()]],
-                       ["projection", "id", "body", "status", "_version"],
+                       ["projection_name", "id", "body", "status", "_version"],
                        ["String", "String", "String", "String", "UInt64"])
 
     def _decode(self, projection: str, letter_id: str, body: str, status: str) -> "DeadLetter":
@@ -240,7 +240,7 @@ class ClickHouseDeadLetters:
     def list(self, projection: str, status: str | None = "open") -> list["DeadLetter"]:
         self._ensure()
         rows = self.ch.query(f"SELECT id, body, status FROM {self.ch.qualified(DEADLETTERS)} FINAL "
-                             "WHERE projection = {p:String} ORDER BY id", {"p": projection})
+                             "WHERE projection_name = {p:String} ORDER BY id", {"p": projection})
         return [self._decode(projection, i, b, s) for i, b, s in rows if status is None or s == status]
 
     def get(self, projection: str, letter_id: str) -> "DeadLetter | None":

@@ -1,8 +1,8 @@
 """Projector state kept in ClickHouse beside the views: checkpoints and the engine's mirror.
 
-* ``_cdcp_checkpoints`` - ``ReplacingMergeTree(_version) ORDER BY projection``: one
+* ``_cdcp_checkpoints`` - ``ReplacingMergeTree(_version) ORDER BY projection_name``: one
   row per projection (streams as JSON, highest applied position, commit time).
-* ``_cdcp_mirror`` - ``ReplacingMergeTree(_version) ORDER BY (projection, source_table,
+* ``_cdcp_mirror`` - ``ReplacingMergeTree(_version) ORDER BY (projection_name, source_table,
   key_id)``: the source rows a projection reads (typed JSON), tombstones as
   ``row = NULL``; ``_version`` is the row's source position, so a replayed older
   change never replaces a newer one.
@@ -105,14 +105,14 @@ class StateTables:
             return
         self.ch.command(
             f"CREATE TABLE IF NOT EXISTS {self.ch.qualified(CHECKPOINTS)} ("
-            "projection String, streams String, position_lsn UInt64, position_seq UInt64, "
+            "projection_name String, streams String, position_lsn UInt64, position_seq UInt64, "
             "has_position UInt8, commit_ts_us Nullable(Int64), updated_at Float64, _version UInt128"
-            ") ENGINE = ReplacingMergeTree(_version) ORDER BY projection")
+            ") ENGINE = ReplacingMergeTree(_version) ORDER BY projection_name")
         self.ch.command(
             f"CREATE TABLE IF NOT EXISTS {self.ch.qualified(MIRROR)} ("
-            "projection String, source_table String, key_id String, key String, row Nullable(String), "
+            "projection_name String, source_table String, key_id String, key String, row Nullable(String), "
             "canon String, _version UInt128"
-            ") ENGINE = ReplacingMergeTree(_version) ORDER BY (projection, source_table, key_id)")
+            ") ENGINE = ReplacingMergeTree(_version) ORDER BY (projection_name, source_table, key_id)")
         self._ensured = True
 
     # -- checkpoints -------------------------------------------------------
@@ -121,7 +121,7 @@ class StateTables:
         """``(streams, position, commit_ts_us, updated_at, version)`` or None."""
         rows = self.ch.query(
             f"SELECT streams, position_lsn, position_seq, has_position, commit_ts_us, updated_at, _version "
-            f"FROM {self.ch.qualified(CHECKPOINTS)} FINAL WHERE projection = {{p:String}}", {"p": projection})
+            f"FROM {self.ch.qualified(CHECKPOINTS)} FINAL WHERE projection_name = {{p:String}}", {"p": projection})
         if not rows:
             return None
         streams, lsn, seq, has_pos, ts, updated, ver = rows[0]
@@ -133,7 +133,7 @@ class StateTables:
                                       position.commit_lsn if position else 0,
                                       position.seq if position else 0, 1 if position else 0,
                                       commit_ts_us, time.time(), ver]],
-                       ["projection", "streams", "position_lsn", "position_seq", "has_position",
+                       ["projection_name", "streams", "position_lsn", "position_seq", "has_position",
                         "commit_ts_us", "updated_at", "_version"],
                        ["String", "String", "UInt64", "UInt64", "UInt8", "Nullable(Int64)", "Float64", "UInt128"])
 
@@ -144,7 +144,7 @@ class StateTables:
             return []
         return [tuple(r) for r in self.ch.query(  # type: ignore[misc]
             f"SELECT key_id, key, row, _version FROM {self.ch.qualified(MIRROR)} FINAL "
-            "WHERE projection = {p:String} AND source_table = {t:String} AND key_id IN {k:Array(String)}",
+            "WHERE projection_name = {p:String} AND source_table = {t:String} AND key_id IN {k:Array(String)}",
             {"p": projection, "t": str(table), "k": list(key_ids)})]
 
     def mirror_find(self, projection: str, table: TableId, column: str,
@@ -152,7 +152,7 @@ class StateTables:
         return [tuple(r) for r in self.ch.query(  # type: ignore[misc]
             "SELECT key_id, key, row, _version FROM ("
             f"SELECT key_id, key, row, canon, _version FROM {self.ch.qualified(MIRROR)} FINAL "
-            "WHERE projection = {p:String} AND source_table = {t:String}) "
+            "WHERE projection_name = {p:String} AND source_table = {t:String}) "
             "WHERE row IS NOT NULL AND JSONExtractString(canon, {c:String}) IN {v:Array(String)}",
             {"p": projection, "t": str(table), "c": column, "v": list(canon_values)})]
 
@@ -160,14 +160,14 @@ class StateTables:
         return [tuple(r) for r in self.ch.query(  # type: ignore[misc]
             "SELECT key_id, key, row, _version FROM ("
             f"SELECT key_id, key, row, _version FROM {self.ch.qualified(MIRROR)} FINAL "
-            "WHERE projection = {p:String} AND source_table = {t:String}) WHERE row IS NOT NULL",
+            "WHERE projection_name = {p:String} AND source_table = {t:String}) WHERE row IS NOT NULL",
             {"p": projection, "t": str(table)})]
 
     def mirror_write(self, rows: list[list[Any]]) -> None:
-        self.ch.insert(MIRROR, rows, ["projection", "source_table", "key_id", "key", "row", "canon", "_version"],
+        self.ch.insert(MIRROR, rows, ["projection_name", "source_table", "key_id", "key", "row", "canon", "_version"],
                        ["String", "String", "String", "String", "Nullable(String)", "String", "UInt128"])
 
     def drop_projection(self, projection: str) -> None:
         for table in (CHECKPOINTS, MIRROR):
-            self.ch.command(f"DELETE FROM {self.ch.qualified(table)} WHERE projection = {{p:String}}",
+            self.ch.command(f"DELETE FROM {self.ch.qualified(table)} WHERE projection_name = {{p:String}}",
                             {"p": projection})
