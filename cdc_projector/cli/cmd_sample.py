@@ -9,6 +9,7 @@ Examples::
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
 from typing import Any
@@ -74,7 +75,7 @@ def seed_cmd(dsn: str, customers: int, products: int, orders: int, seed_: int, a
 @_json_option
 def workload_cmd(dsn: str, rate: float, duration: float | None, ops: int | None, seed_: int,
                  as_json: bool) -> None:
-    """Run the write workload; without --duration/--ops until Ctrl-C."""
+    """Run the write workload; without --duration/--ops until Ctrl-C (then print the stats)."""
     stop = threading.Event()
     progress = sys.stderr.isatty() and not as_json
 
@@ -82,12 +83,14 @@ def workload_cmd(dsn: str, rate: float, duration: float | None, ops: int | None,
         if progress and stats.ops % 50 == 0:
             click.echo(f"\r{stats.ops} ops, {stats.transactions} transactions", nl=False, err=True)
 
+    # Ctrl-C / SIGTERM finish the operation in hand, then print the stats
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         stats = run_workload(dsn, ops=ops, duration=duration, rate=rate or None, seed=seed_,
                              stop=stop, on_commit=show)
-    except KeyboardInterrupt:  # pragma: no cover - interactive
-        stop.set()
-        raise SystemExit(130)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if progress:
         click.echo("", err=True)
     _print(stats.as_dict(), as_json)

@@ -40,7 +40,10 @@ def connect(dsn: str) -> psycopg2.extensions.connection:
     try:
         return psycopg2.connect(dsn)
     except psycopg2.Error as exc:
-        dsn_info = psycopg2.extensions.parse_dsn(dsn) if "=" in dsn or "://" in dsn else {}
+        try:
+            dsn_info = psycopg2.extensions.parse_dsn(dsn)
+        except psycopg2.Error:
+            dsn_info = {}
         where = f"{dsn_info.get('host', '?')}:{dsn_info.get('port', '5432')}/{dsn_info.get('dbname', '?')}"
         raise SourceError(
             f"cannot connect to the sample database at {where}: {str(exc).strip().splitlines()[0]}",

@@ -48,3 +48,13 @@ def test_stats_as_dict() -> None:
     assert out["ops_per_s"] == 5.0
     assert out["by_op"] == {"insert_order": 10}
     assert WorkloadStats().ops_per_s == 0.0
+
+
+def test_unreachable_database_is_a_source_error_without_the_password() -> None:
+    from cdc_projector.errors import SourceError
+
+    with pytest.raises(SourceError) as info:
+        run_workload("postgresql://shop:s3cret@127.0.0.1:1/shop", ops=1)
+    assert "127.0.0.1:1/shop" in str(info.value) and "s3cret" not in str(info.value)
+    with pytest.raises(SourceError):
+        run_workload("not a dsn at all", ops=1)
