@@ -9,8 +9,11 @@ server-side cursor (memory stays bounded by the chunk size). Every row becomes
 an ``Op.READ`` event at ``Position(consistent_point, running seq)``; streaming
 then starts at the consistent point, so there is no gap and no duplicate.
 
-Columns are read cast to ``text`` and decoded with the same decoders as the
-stream (:mod:`.typecodec`), so a row looks identical whichever way it came.
+Columns are fetched as their types' text output (psycopg2's own typecasting is
+switched off for them on the snapshot connection; a ``::text`` cast would not do:
+it differs from the output function for bool, char(n) and inet) and decoded with
+the same decoders as the stream (:mod:`.typecodec`), so a row looks identical
+whichever way it came.
 
 A snapshot of some tables only, while a slot is already streaming
 (:meth:`TableSnapshot.begin`), uses a TEMPORARY slot just to obtain an exported
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import psycopg2
+import psycopg2.extensions
 from psycopg2 import sql
 
 from ...errors import SourceError
@@ -138,12 +142,15 @@ class SnapshotReader:
         resolve = catalog_resolver(self._meta)
         for table in self.tables:
             layout = describe_table(self._conn, table)
+            raw = psycopg2.extensions.new_type(tuple(set(layout.type_oids)), "CDCP_RAW_TEXT",
+                                               lambda value, cur: value)
+            psycopg2.extensions.register_type(raw, self._conn)
             decoders = [decoder_for(oid, resolve) for oid in layout.type_oids]
             yield from self._read_table(layout, decoders)
 
     def _select(self, layout: TableLayout) -> sql.Composed:
         return sql.SQL("SELECT {} FROM {}.{}").format(
-            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in layout.columns),
+            sql.SQL(", ").join(sql.Identifier(c) for c in layout.columns),
             sql.Identifier(layout.table.schema), sql.Identifier(layout.table.name))
 
     def _read_table(self, layout: TableLayout, decoders: list[ValueDecoder]
