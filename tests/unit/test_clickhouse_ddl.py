@@ -1,0 +1,45 @@
+"""DDL generated for ClickHouse projections (no ClickHouse needed)."""
+from __future__ import annotations
+
+import pytest
+
+from cdc_projector.errors import SinkError
+from cdc_projector.expr import DATE, INT, TEXT, SqlType
+from cdc_projector.sinks.clickhouse.ddl import aggregate_spec, describe, table_spec
+
+
+def test_table_layout_is_replacing_merge_tree_plus_final_view() -> None:
+    spec = table_spec("orders_flat", "orders_flat", {"id": "bigint"},
+                      {"id": INT, "total": SqlType.numeric(12, 2)})
+    text = describe(spec, "analytics")
+    assert "CREATE TABLE IF NOT EXISTS `analytics`.`orders_flat_data`" in text
+    assert "`id` Int64,\n  `total` Nullable(Decimal(12, 2))" in text          # field named like the key = the key
+    assert "ENGINE = ReplacingMergeTree(_version, _is_deleted)\nORDER BY (`id`)" in text
+    assert ("CREATE OR REPLACE VIEW `analytics`.`orders_flat` AS SELECT `id`, `total` "
+            "FROM `analytics`.`orders_flat_data` FINAL WHERE _is_deleted = 0") in text
+
+
+def test_aggregate_layout_and_measure_types() -> None:
+    spec = aggregate_spec("r", "rev", {"id": INT}, {"day": DATE, "status": TEXT}, [
+        ("n", "count", None, False), ("s", "sum", SqlType.numeric(12, 2), False),
+        ("a", "avg", SqlType.numeric(12, 2), False), ("q", "sum", INT, False), ("ai", "avg", INT, False),
+        ("f", "avg", SqlType("float"), False), ("mx", "max", TEXT, False), ("d", "count", INT, True)])
+    types = dict(spec.data_columns())
+    assert types == {"day": "Nullable(Date32)", "status": "Nullable(String)", "n": "UInt64",
+                     "s": "Nullable(Decimal(76, 2))", "a": "Nullable(Decimal(76, 8))", "q": "Nullable(Int128)",
+                     "ai": "Nullable(Decimal(76, 6))", "f": "Nullable(Float64)", "mx": "Nullable(String)",
+                     "d": "UInt64", "_version": "UInt128", "_is_deleted": "UInt8"}
+    text = describe(spec, "db")
+    assert "`rev_contrib`" in text and "ORDER BY (`k_id`)" in text
+    assert "ORDER BY (`day`, `status`) SETTINGS allow_nullable_key = 1" in text
+
+
+def test_bad_names_and_measures_are_refused() -> None:
+    with pytest.raises(SinkError, match="invalid ClickHouse"):
+        table_spec("p", "bad name", {"id": INT}, {})
+    with pytest.raises(SinkError, match="reserved"):
+        table_spec("p", "t", {"id": INT}, {"_version": INT})
+    with pytest.raises(SinkError, match="no primary key"):
+        table_spec("p", "t", {}, {"x": INT})
+    with pytest.raises(SinkError, match="needs an argument"):
+        aggregate_spec("p", "t", {"id": INT}, {}, [("s", "sum", None, False)])
