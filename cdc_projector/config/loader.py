@@ -38,6 +38,8 @@ class LoadedConfig:
     def pos(self, *path: Any) -> Pos:
         """Position of the node at ``path`` (or of its nearest written ancestor)."""
         p: Path_ = tuple(path)
+        if len(p) == 2 and p[0] in ("projections", "sinks") and p + (KEY,) in self.positions:
+            return self.positions[p + (KEY,)]
         while p:
             if p in self.positions:
                 return self.positions[p]
@@ -49,7 +51,7 @@ class LoadedConfig:
         return self.positions.get(("projections", name, KEY)) or self.pos("projections", name)
 
     def error(self, path: tuple[Any, ...], message: str, *, hint: str | None = None,
-              offset: int = 0) -> ConfigError:
+              offset: int | None = None) -> ConfigError:
         return self.pos(*path).error(message, hint=hint, offset=offset)
 
     @property

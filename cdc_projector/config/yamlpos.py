@@ -34,11 +34,11 @@ class Pos:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}"
 
-    def error(self, message: str, *, hint: str | None = None, offset: int = 0) -> ConfigError:
-        """A ConfigError at this position, ``offset`` characters further right (inside the scalar)."""
-        col = self.col + offset
-        if offset and self.style in ("'", '"'):
-            col += 1  # skip the opening quote
+    def error(self, message: str, *, hint: str | None = None, offset: int | None = None) -> ConfigError:
+        """A ConfigError at this position; with ``offset``, that many characters into the scalar's text."""
+        col = self.col
+        if offset is not None:
+            col += offset + (1 if self.style in ("'", '"') else 0)  # skip the opening quote
         return ConfigError(message, file=self.file, line=self.line, col=col, hint=hint)
 
 
