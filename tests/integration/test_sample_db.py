@@ -13,7 +13,7 @@ from cdc_projector.cli import main
 from cdc_projector.events import parse_lsn
 from cdc_projector.sample import OP_KINDS, TABLES, run_workload, seed
 from tests.support import oracle
-from tests.support.pgdb import PgDb, fresh_database, pgdb  # noqa: F401  (fixture)
+from tests.support.pgdb import PgDb, fresh_database, pgdb, seeded_pgdb  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 
@@ -186,3 +186,9 @@ def test_sample_cli_seeds_and_runs_the_workload(pgdb: PgDb) -> None:
     assert out["ops"] + out["skipped"] + out["conflicts"] == 40 and out["ops"] > 0
     result = runner.invoke(main, ["sample", "seed", "--dsn", pgdb.dsn])
     assert result.exit_code == 1 and "already has rows" in result.output
+
+
+def test_seeded_fixture_has_rows_and_a_complete_oracle(seeded_pgdb: PgDb) -> None:
+    assert _query(seeded_pgdb.dsn, "SELECT count(*) FROM orders") == [(200,)]
+    views = oracle.expected_views(seeded_pgdb.dsn)
+    assert set(views) == set(oracle.VIEWS) and all(views.values())

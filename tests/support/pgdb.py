@@ -155,3 +155,13 @@ def pgdb() -> Iterator[PgDb]:
     require("postgres")
     with fresh_database() as db:
         yield db
+
+
+@pytest.fixture
+def seeded_pgdb(pgdb: PgDb) -> PgDb:
+    """A fresh sample database seeded with a small deterministic data set
+    (50 customers, 20 products, 200 orders, seed 42)."""
+    from cdc_projector.sample import seed
+
+    seed(pgdb.dsn, customers=50, products=20, orders=200, seed=42)
+    return pgdb
