@@ -149,12 +149,25 @@ class Postgres:
             self._pg_ctl(s, "-l", str(log), "-w", "-t", str(int(START_TIMEOUT)), "start",
                          what="pg_ctl start", timeout=START_TIMEOUT + 10)
             report.actions.append(f"started on 127.0.0.1:{s.pg_port}")
+        self.check_wal_level(s)
         self._psql(s, f"ALTER ROLE {PG_SUPERUSER} PASSWORD '{PG_SUPERUSER_PASSWORD}';\n" + init_sql(),
                    what="bootstrap SQL (sql/init.sql)")
         pid = self._postmaster_pid(s)
         if pid:
             s.pid_file("postgres").write_text(f"{pid}\n")
         self._check_tcp_login(s)
+
+    def check_wal_level(self, s: StackSettings) -> None:
+        """StackError unless the running cluster has wal_level=logical (needed for change capture).
+
+        Code holding a DSN should use :func:`cdc_projector.devstack.pgcheck.check_wal_level`.
+        """
+        level = self._psql(s, "SHOW wal_level;", what="SHOW wal_level").strip()
+        if level != "logical":
+            raise StackError(
+                f"postgres on port {s.pg_port} runs with wal_level={level}; change capture needs logical",
+                hint="run ALTER SYSTEM RESET wal_level (or SET wal_level = logical) as superuser, "
+                     "then restart: python -m cdc_projector.devstack down postgres && ... up postgres")
 
     def _check_tcp_login(self, s: StackSettings) -> None:
         proc.run([str(BIN / "psql"), "-X", "-At", "-c", "SELECT 1",
