@@ -12,7 +12,7 @@ import pytest
 
 from cdc_projector.errors import DecodeError
 from cdc_projector.events import UNCHANGED_TOAST, Op, Position, TableId
-from cdc_projector.sources.debezium.decode import DebeziumDecoder, position_of
+from cdc_projector.sources.debezium.decode import DebeziumDecoder, change_lsn_of, position_of
 from cdc_projector.sources.debezium.values import TOAST_PLACEHOLDER
 
 PREFIX = "shop"
@@ -230,7 +230,7 @@ def test_create_update_delete_read(dec: DebeziumDecoder) -> None:
     d = dec.decode(TOPIC, key(), record("d", row(name="", big=0, flag=False), None))
     assert d is not None and d.op is Op.DELETE and d.after is None and d.before == {"id": 1}
     r = dec.decode(TOPIC, key(), record("r", None, row(), src=source(lsn=5000, last_commit=None, snapshot="true")))
-    assert r is not None and r.op is Op.READ and r.position == Position(5000, 0)
+    assert r is not None and r.op is Op.READ and r.position == Position(0, 5000)
 
 
 def test_full_identity_delete_keeps_before() -> None:
@@ -287,17 +287,29 @@ def test_primary_key_change_headers(dec: DebeziumDecoder) -> None:
 # ---------------------------------------------------------------- positions
 
 def test_position_rule() -> None:
-    assert position_of(source(lsn=1000, last_commit=900), False) == Position(900, 1000)
-    assert position_of(source(lsn=1000, last_commit=None), False) == Position(1000, 1000)
-    assert position_of(source(lsn=5000, last_commit=None, snapshot="true"), True) == Position(5000, 0)
+    assert position_of(source(lsn=1000, last_commit=900), False) == Position(900, 2000)
+    assert change_lsn_of(position_of(source(lsn=1000, last_commit=900), False)) == 1000
+    assert position_of(source(lsn=1000, last_commit=None), False) == Position(1000, 2000)
+    assert position_of(source(lsn=5000, last_commit=None, snapshot="true"), True) == Position(0, 5000)
     # a later transaction always compares greater, whatever its change LSNs
     t1_change = position_of(source(lsn=2000, last_commit=900), False)
     t2_change = position_of(source(lsn=1500, last_commit=2100), False)  # started earlier, committed later
     assert t1_change < t2_change
     # inside one transaction: by change LSN
     assert position_of(source(lsn=1000, last_commit=900), False) < position_of(source(lsn=1001, last_commit=900), False)
-    # streamed after the snapshot > snapshot row
-    assert position_of(source(lsn=5000, snapshot="last"), True) < position_of(source(lsn=5100, last_commit=5050), False)
+    # every streamed change > every snapshot row, even one written before the snapshot LSN
+    # (a transaction in flight when the snapshot was taken, committed after it)
+    assert position_of(source(lsn=9000, snapshot="last"), True) < position_of(source(lsn=5100, last_commit=None), False)
+    # later snapshot > earlier snapshot
+    assert position_of(source(lsn=5000, snapshot="true"), True) < position_of(source(lsn=6000, snapshot="true"), True)
+
+
+def test_primary_key_change_halves_have_distinct_positions(dec: DebeziumDecoder) -> None:
+    same = source(lsn=4242, last_commit=4000)
+    d = dec.decode(TOPIC, key(1), record("d", row(id=1), None, src=same), headers=[("__debezium.newkey", key(2))])
+    c = dec.decode(TOPIC, key(2), record("c", None, row(id=2), src=same), headers=[("__debezium.oldkey", key(1))])
+    assert d is not None and c is not None and d.position < c.position
+    assert d.position.commit_lsn == c.position.commit_lsn == 4000
 
 
 # ---------------------------------------------------------------- schemaless

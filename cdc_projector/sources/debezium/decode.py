@@ -51,32 +51,39 @@ def table_topic(prefix: str, table: TableId) -> str:
     return f"{prefix}.{table.schema}.{table.name}"
 
 
-def position_of(source: Mapping[str, Any], snapshot: bool) -> Position:
-    """The commit-order :class:`Position` of a Debezium PostgreSQL event.
+def position_of(source: Mapping[str, Any], snapshot: bool, second_half: bool = False) -> Position:
+    """The commit-order :class:`Position` of a Debezium PostgreSQL event (rule: docs/debezium.md).
 
-    * snapshot rows (op ``r``): ``(source.lsn, 0)`` - the LSN the snapshot was
-      taken at; every change streamed after it compares greater.
-    * streamed events: ``(sequence[0], source.lsn)``. ``sequence[0]`` is
+    * streamed events: ``commit_lsn = sequence[0]``, ``seq = 2 * source.lsn``
+      (+1 for the CREATE half of a primary-key change, which shares its WAL
+      record - and so its LSN - with the DELETE half). ``sequence[0]`` is
       Debezium's ``lastCommitLsn``: the LSN of the COMMIT of the transaction
       streamed *before* this one (pgoutput sends whole transactions in commit
       order), so it grows strictly from one transaction to the next and is the
-      same for all changes of a transaction; ``source.lsn`` is the change's own
+      same for every change of a transaction; ``source.lsn`` is the change's own
       WAL position, which grows inside a transaction.
-    * when ``sequence[0]`` is null (the first transaction streamed after a
-      connector started without a stored commit LSN) the change LSN is used for
-      both parts.
+    * when ``sequence[0]`` is null (the first transaction streamed after the
+      connector started without a stored commit LSN, e.g. right after the
+      initial snapshot) the change LSN stands in for it.
+    * snapshot rows (op ``r``): ``(0, source.lsn)``: below every streamed change,
+      ordered among themselves by the snapshot's LSN (a later snapshot wins).
     """
     lsn = source.get("lsn")
     try:
         change_lsn = int(lsn) if lsn is not None else 0
         if snapshot:
-            return Position(change_lsn, 0)
+            return Position(0, change_lsn)
         seq = source.get("sequence")
         last_commit = orjson.loads(seq)[0] if seq else None
         commit = int(last_commit) if last_commit is not None else change_lsn
     except (TypeError, ValueError, IndexError, orjson.JSONDecodeError) as exc:
         raise DecodeError(f"bad source position lsn={lsn!r} sequence={source.get('sequence')!r}") from exc
-    return Position(commit, change_lsn)
+    return Position(commit, 2 * change_lsn + (1 if second_half else 0))
+
+
+def change_lsn_of(position: Position) -> int:
+    """The WAL position of the change itself, from a streamed event's position."""
+    return position.seq >> 1
 
 
 def _commit_ts_us(block: Mapping[str, Any]) -> int | None:
@@ -289,14 +296,16 @@ class DebeziumDecoder:
         tx = payload.get("transaction")
         if tx is not None:
             ext["transaction"] = tx
+        second_half = False
         if headers:
             for name, hval in headers:
                 if name == NEWKEY_HEADER:
                     ext["new_key"] = self.decode_key(hval, table)
                 elif name == OLDKEY_HEADER:
                     ext["old_key"] = self.decode_key(hval, table)
+                    second_half = True
         return ChangeEvent(op=op, table=table, key=key, before=before, after=after,
-                           position=position_of(source, op is Op.READ), tx_id=source.get("txId"),
+                           position=position_of(source, op is Op.READ, second_half), tx_id=source.get("txId"),
                            commit_ts_us=_commit_ts_us(source), origin=ext)
 
     def _message(self, payload: Mapping[str, Any], source: Mapping[str, Any],
