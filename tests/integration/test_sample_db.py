@@ -192,3 +192,12 @@ def test_seeded_fixture_has_rows_and_a_complete_oracle(seeded_pgdb: PgDb) -> Non
     assert _query(seeded_pgdb.dsn, "SELECT count(*) FROM orders") == [(200,)]
     views = oracle.expected_views(seeded_pgdb.dsn)
     assert set(views) == set(oracle.VIEWS) and all(views.values())
+
+
+def test_sample_projections_validate_against_the_sample_schema(pgdb: PgDb) -> None:
+    from pathlib import Path
+
+    projections = Path(__file__).resolve().parents[2] / "projections"
+    result = CliRunner().invoke(main, ["validate", "-c", str(projections)], env={"SOURCE_DSN": pgdb.dsn})
+    assert result.exit_code == 0, result.output
+    assert "8 projections" in result.output
