@@ -100,6 +100,8 @@ def compute_document(plan: ProjectionPlan, root: MirrorRow | None,
         except Exception as exc:  # noqa: BLE001
             raise ProjectionError(f"{plan.name}: where ({plan.where.text}) failed on {plan.root} "
                                   f"key {root.key}: {type(exc).__name__}: {exc}") from exc
+    if plan.kind == "aggregate":
+        return aggregate_contribution(plan, root, values)
     doc = _eval_fields(plan.fields, values, f"{plan.name} on {plan.root} key {root.key}")
     for lk in plan.lookups:
         value = values.get(lk.key_column)
@@ -109,6 +111,17 @@ def compute_document(plan: ProjectionPlan, root: MirrorRow | None,
         for em in plan.embeds:
             doc[em.name] = embed_values(em, children(em, parent))
     return doc
+
+
+def aggregate_contribution(plan: ProjectionPlan, root: MirrorRow,
+                           values: Mapping[str, Any]) -> dict[str, Any]:
+    """An aggregate's input for one row: group values and each measure's argument value."""
+    where = f"{plan.name} on {plan.root} key {root.key}"
+    out = _eval_fields(plan.groups, values, where)
+    for name, measure in plan.measures:
+        if measure.arg is not None:
+            out.update(_eval_fields((FieldPlan(name, measure.arg),), values, where))
+    return out
 
 
 def root_parent_value(root: MirrorRow) -> Any:

@@ -13,8 +13,8 @@ from typing import Any, Callable, Mapping, Sequence
 from ..config.models import Projection
 from ..errors import ConfigError
 from ..events import TableId
-from ..expr import (Compiled, OrderItem, SqlType, compile_expression, compile_order_by,
-                    compile_predicate, sort_key)
+from ..expr import (Compiled, Measure, OrderItem, SqlType, compile_expression, compile_order_by,
+                    compile_predicate, parse_measure, sort_key)
 
 Row = Mapping[str, Any]
 
@@ -65,6 +65,9 @@ class ProjectionPlan:
     fields: tuple[FieldPlan, ...]
     lookups: tuple[LookupPlan, ...]
     embeds: tuple[EmbedPlan, ...]
+    #: aggregate kind: group name -> expression, measure name -> parsed measure
+    groups: tuple[FieldPlan, ...] = ()
+    measures: tuple[tuple[str, Measure], ...] = ()
     #: per source table, the columns kept in the mirror (besides the primary key)
     columns: Mapping[TableId, frozenset[str]] = field(default_factory=dict)
     #: per source table, the mirror columns queried by value (need an index)
@@ -86,25 +89,15 @@ class ProjectionPlan:
 
 def _compile(kind: str, text: str, where: str, columns: Mapping[str, SqlType] | None) -> Any:
     try:
-        try:
-            if kind == "predicate":
-                return compile_predicate(text, columns)
-            if kind == "order":
-                return compile_order_by(text, columns)
-            return compile_expression(text, columns)
-        except ModuleNotFoundError:     # expression compiler not installed yet: tiny stand-in
-            from ._standin import compile_standin
-            return compile_standin(kind, text)
+        if kind == "predicate":
+            return compile_predicate(text, columns)
+        if kind == "order":
+            return compile_order_by(text, columns)
+        if kind == "measure":
+            return parse_measure(text, columns)
+        return compile_expression(text, columns)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc.message}", hint=exc.hint) from exc
-
-
-def _sort_key(order: Sequence[OrderItem]) -> Callable[[Row], Any]:
-    try:
-        return sort_key(order)
-    except ModuleNotFoundError:
-        from ._standin import standin_sort_key
-        return standin_sort_key(order)
 
 
 def _fields(exprs: Mapping[str, str], where: str,
@@ -147,7 +140,12 @@ def build_plan(name: str, projection: Projection,
              if projection.where else None)
     fields = _fields(projection.fields, where_at, root_types)
 
-    columns: dict[TableId, set[str]] = {root: _cols(where, fields)}
+    groups = tuple(FieldPlan(g, _compile("expr", text, f"{where_at}.group_by.{g}", root_types))
+                   for g, text in projection.group_by.items())
+    measures = tuple((m, _compile("measure", text, f"{where_at}.measures.{m}", root_types))
+                     for m, text in projection.measures.items())
+    columns: dict[TableId, set[str]] = {
+        root: _cols(where, fields, groups, [m.arg for _, m in measures if m.arg is not None])}
     indexed: dict[TableId, set[str]] = {root: set()}
 
     lookups = []
@@ -169,7 +167,7 @@ def build_plan(name: str, projection: Projection,
         efields = _fields(em.fields, at, types)
         order = tuple(_compile("order", em.order_by, f"{at}.order_by", types)) if em.order_by else ()
         embeds.append(EmbedPlan(ename, table, em.key, ewhere, efields, order, em.limit,
-                                _sort_key(order) if order else None))
+                                sort_key(order) if order else None))
         columns.setdefault(table, set()).update(_cols(ewhere, efields, order), {em.key})
         indexed.setdefault(table, set()).add(em.key)
 
@@ -177,6 +175,7 @@ def build_plan(name: str, projection: Projection,
         name=name, kind=projection.kind, sink=projection.sink,
         target=(projection.collection if projection.kind == "document" else projection.table) or name,
         root=root, where=where, fields=fields, lookups=tuple(lookups), embeds=tuple(embeds),
+        groups=groups, measures=measures,
         columns={t: frozenset(c) for t, c in columns.items()},
         indexed={t: frozenset(c) for t, c in indexed.items()},
     )
@@ -184,7 +183,7 @@ def build_plan(name: str, projection: Projection,
 
 def build_plans(projections: Mapping[str, Projection], names: Sequence[str] = (),
                 catalog: Mapping[TableId, Mapping[str, SqlType]] | None = None,
-                kinds: Sequence[str] = ("document",)) -> list[ProjectionPlan]:
+                kinds: Sequence[str] = ("document", "table", "aggregate")) -> list[ProjectionPlan]:
     """Plans of the selected projections (all of ``kinds`` when ``names`` is empty)."""
     unknown = [n for n in names if n not in projections]
     if unknown:

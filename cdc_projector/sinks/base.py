@@ -138,8 +138,13 @@ def register_sink(type_name: str, factory: SinkFactory) -> None:
 
 def open_sink(name: str, config: "SinkConfig") -> Sink:
     """Build (not yet connect) the sink declared as ``sinks.<name>``."""
-    if not SINKS:
-        from . import mongodb  # noqa: F401  (registers itself)
+    if config.type not in SINKS:       # sink packages register themselves on import
+        import importlib
+        try:
+            importlib.import_module(f"{__package__}.{config.type}")
+        except ImportError as exc:
+            raise SinkError(f"sink {name!r}: type {config.type!r} cannot be loaded: {exc}",
+                            hint="install the extra it needs (e.g. pip install 'cdc-projector[chdb]')") from exc
     factory = SINKS.get(config.type)
     if factory is None:
         raise SinkError(f"sink {name!r}: type {config.type!r} is not available in this engine",

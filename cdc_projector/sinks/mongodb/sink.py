@@ -49,6 +49,8 @@ def translate(exc: Exception, what: str) -> SinkError:
     """A pymongo exception as the most specific :class:`SinkError`, one line."""
     from pymongo import errors as pe
     text = " ".join(str(exc).split())
+    for noise in (" (configured timeouts", ", Timeout:", ", full error:"):
+        text = text.split(noise)[0]
     if len(text) > 300:
         text = text[:300] + "..."
     if isinstance(exc, (pe.ConnectionFailure, pe.ServerSelectionTimeoutError, pe.NetworkTimeout,

@@ -1,0 +1,95 @@
+"""Wiring: from a loaded project to running pipelines (used by `run` and `dlq`).
+
+Each projection gets its own source so that its progress is independent:
+
+* ``--source postgres``: a replication slot per projection, named
+  ``<source.slot_name>_<projection>`` (an initial snapshot of the projection's
+  tables when the slot is created);
+* ``--source kafka``: a consumer group per projection,
+  ``<runtime.kafka.group_id>.<projection>``.
+
+Sinks are shared by the projections that use them (one connection each).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+from ..config.models import ProjectFile
+from ..errors import ConfigError
+from ..sinks.base import ProjectionTarget, Sink, connect_with_retry, open_sink
+from ..sources.base import Source
+from .plan import ProjectionPlan, build_plans
+from .runner import Pipeline
+
+SourceKind = Literal["postgres", "kafka"]
+
+
+def slot_for(base: str, projection: str) -> str:
+    """The replication slot of one projection (lower-case, ``[a-z0-9_]``, at most 63 chars)."""
+    name = re.sub(r"[^a-z0-9_]", "_", f"{base}_{projection}".lower())
+    return name[:63]
+
+
+def make_source(kind: SourceKind, project: ProjectFile, plan: ProjectionPlan) -> Source:
+    """The change source of one projection."""
+    if kind == "postgres":
+        from ..errors import SourceError
+        from ..sources.postgres.replication import PostgresSource
+        src = project.source
+        if not src.dsn:
+            raise SourceError("source.dsn is not set", hint="set source.dsn (or SOURCE_DSN) to the legacy database's DSN")
+        return PostgresSource(src.dsn, slot_name=slot_for(src.slot_name, plan.name),
+                              publication=src.publication, tables=plan.tables)
+    if kind == "kafka":
+        from ..sources.debezium.kafka import for_projection
+        kafka = project.runtime.kafka
+        return for_projection(plan.name, plan.tables, bootstrap_servers=kafka.bootstrap_servers,
+                              base_group_id=kafka.group_id, topic_prefix=project.source.topic_prefix)
+    raise ConfigError(f"unknown source {kind!r}", hint="use --source postgres or --source kafka")
+
+
+@dataclass
+class Project:
+    """Plans, connected sinks and targets of the selected projections."""
+
+    project: ProjectFile
+    plans: list[ProjectionPlan]
+    sinks: dict[str, Sink] = field(default_factory=dict)
+    targets: dict[str, ProjectionTarget] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, project: ProjectFile, names: Sequence[str] = (), *,
+             connect_attempts: int = 3) -> "Project":
+        plans = build_plans(project.projections, names)
+        opened = cls(project, plans)
+        try:
+            for plan in plans:
+                if plan.sink not in project.sinks:
+                    raise ConfigError(f"projection {plan.name!r}: sink {plan.sink!r} is not declared",
+                                      hint=f"declared sinks: {', '.join(sorted(project.sinks)) or 'none'}")
+                sink = opened.sinks.get(plan.sink)
+                if sink is None:
+                    sink = open_sink(plan.sink, project.sinks[plan.sink])
+                    connect_with_retry(sink, attempts=connect_attempts)
+                    opened.sinks[plan.sink] = sink
+                opened.targets[plan.name] = sink.projection(plan)
+        except BaseException:
+            opened.close()
+            raise
+        return opened
+
+    def plan(self, name: str) -> ProjectionPlan:
+        return next(p for p in self.plans if p.name == name)
+
+    def pipelines(self, source: SourceKind) -> list[Pipeline]:
+        rt = self.project.runtime
+        return [Pipeline(plan, make_source(source, self.project, plan), self.targets[plan.name],
+                         self.sinks[plan.sink].dead_letters(), batch_size=rt.batch_size,
+                         batch_ms=rt.batch_ms)
+                for plan in self.plans]
+
+    def close(self) -> None:
+        for sink in self.sinks.values():
+            sink.close()
