@@ -16,6 +16,8 @@ class _Model(BaseModel):
 
 
 class SourceConfig(_Model):
+    """The legacy PostgreSQL database the changes come from (never modified by cdc-projector)."""
+
     dsn: str | None = Field(None, description="libpq DSN/URL of the legacy PostgreSQL database (read-only use, plus a replication slot in direct mode).")
     topic_prefix: str = Field("shop", description="Debezium `topic.prefix`: topics are `<prefix>.<schema>.<table>`.")
     slot_name: str = Field("cdc_projector", description="Replication slot used by `run --source postgres`.")
@@ -23,24 +25,32 @@ class SourceConfig(_Model):
 
 
 class SinkConfig(_Model):
+    """A store that holds views: a MongoDB database (document views) or a ClickHouse database (tables, aggregates)."""
+
     type: Literal["clickhouse", "mongodb"] = Field(description="Sink kind.")
     url: str | None = Field(None, description="`mongodb://...`, `http(s)://...` for a ClickHouse server, or `chdb:///path` for embedded ClickHouse (the default when empty).")
     database: str = Field(description="Database that holds the views and the projector's own state.")
 
 
 class KafkaRuntime(_Model):
+    """Kafka consumer settings used by `run --source kafka`."""
+
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
     group_id: str = Field("cdc-projector", description="Consumer group of the projector instances.")
 
 
 class HttpRuntime(_Model):
+    """The HTTP server of the dashboard, /metrics and the status API."""
+
     bind: str = Field("127.0.0.1", description="Address of the dashboard, /metrics and the status API. Binding elsewhere requires CDC_PROJECTOR_TOKEN.")
     port: int = Field(8765, description="Port of the dashboard, /metrics and the status API.")
 
 
 class RuntimeConfig(_Model):
-    kafka: KafkaRuntime = Field(default_factory=KafkaRuntime)
-    http: HttpRuntime = Field(default_factory=HttpRuntime)
+    """How the projector runs; every key has a default."""
+
+    kafka: KafkaRuntime = Field(default_factory=KafkaRuntime, description="Kafka consumer settings.")
+    http: HttpRuntime = Field(default_factory=HttpRuntime, description="Dashboard/metrics/status HTTP server.")
     batch_size: int = Field(5000, ge=1, description="Most events applied in one batch.")
     batch_ms: int = Field(200, ge=1, description="Longest wait for a batch to fill, in milliseconds.")
 
@@ -65,28 +75,34 @@ class Embed(_Model):
 
 
 class Slo(_Model):
+    """Freshness objectives shown on the dashboard and in `status`."""
+
     lag_p95_ms: int | None = Field(None, ge=1, description="Flag the projection when its p95 commit-to-view lag exceeds this.")
     stale_after_s: int | None = Field(None, ge=1, description="Flag the projection when nothing (not even a heartbeat) was applied for this long.")
 
 
 class Projection(_Model):
-    kind: Literal["document", "table", "aggregate"]
+    """One read model. The map key under `projections:` is its name."""
+
+    kind: Literal["document", "table", "aggregate"] = Field(description="`document`: one MongoDB document per root row; `table`: one ClickHouse row per root row; `aggregate`: one ClickHouse row per group.")
     sink: str = Field(description="Name of a sink under `sinks:`.")
     from_: str = Field(alias="from", description="Root table, `schema.table`; one document/row per root row (aggregates: the rows being aggregated).")
     collection: str | None = Field(None, description="MongoDB collection (document kind); default: the projection name.")
     table: str | None = Field(None, description="ClickHouse table (table and aggregate kinds); default: the projection name.")
     where: str | None = Field(None, description="Root rows failing this SQL expression are absent from the view.")
     fields: dict[str, str] = Field(default_factory=dict, description="Output name: SQL expression over the root row.")
-    lookups: dict[str, Lookup] = Field(default_factory=dict)
-    embeds: dict[str, Embed] = Field(default_factory=dict)
+    lookups: dict[str, Lookup] = Field(default_factory=dict, description="N:1 lookups by name. Document kind: a nested object per lookup; table kind: the lookup's fields become columns.")
+    embeds: dict[str, Embed] = Field(default_factory=dict, description="Document kind only: 1:N arrays of child rows by name.")
     group_by: dict[str, str] = Field(default_factory=dict, description="Aggregate kind: group name: SQL expression.")
     measures: dict[str, str] = Field(default_factory=dict, description="Aggregate kind: name: count(*) | sum(x) | avg(x) | min(x) | max(x) | count(distinct x).")
-    slo: Slo | None = None
+    slo: Slo | None = Field(None, description="Optional freshness objectives.")
 
 
 class ProjectFile(_Model):
-    version: Literal[1] = 1
-    source: SourceConfig = Field(default_factory=SourceConfig)
-    sinks: dict[str, SinkConfig] = Field(default_factory=dict)
-    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
-    projections: dict[str, Projection] = Field(default_factory=dict)
+    """A projection file (or the merge of a folder of them)."""
+
+    version: Literal[1] = Field(1, description="Format version; only 1 exists.")
+    source: SourceConfig = Field(default_factory=SourceConfig, description="The source database.")
+    sinks: dict[str, SinkConfig] = Field(default_factory=dict, description="Stores of the views, by name.")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Runtime settings (all optional).")
+    projections: dict[str, Projection] = Field(default_factory=dict, description="The read models, by name.")
