@@ -27,7 +27,9 @@ def _problems(exc: ConfigError) -> list[ConfigError]:
 
 
 def _as_dict(e: ConfigError) -> dict[str, Any]:
-    return {"file": e.file, "line": e.line, "col": e.col, "message": e.message, "hint": e.hint}
+    prefix = f"{e.file}:{e.line or 1}:{e.col or 1}: " if e.file else ""
+    message = e.message[len(prefix):] if prefix and e.message.startswith(prefix) else e.message
+    return {"file": e.file, "line": e.line, "col": e.col, "message": message, "hint": e.hint}
 
 
 def run_validate(config_path: str, source_check: bool | None) -> tuple[LoadedConfig | None, list[ConfigError], str]:
