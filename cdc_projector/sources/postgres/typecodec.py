@@ -85,6 +85,10 @@ def _timestamp(text: str) -> datetime:
 
 
 def _timestamptz(text: str) -> datetime:
+    if text.endswith("+00"):  # the usual case: sessions run with TimeZone=UTC
+        value = datetime.fromisoformat(text)
+        if value.tzinfo is _UTC:
+            return value
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
@@ -169,6 +173,11 @@ def parse_array(text: str, element: ValueDecoder, delimiter: str = ",") -> list[
     """
     if text.startswith("["):  # explicit lower bounds: [0:1]={...}
         text = text[text.index("=") + 1:]
+    if '"' not in text and "{" not in text[1:] and delimiter == ",":  # fast path: flat, nothing quoted
+        inner = text[1:-1]
+        if not inner:
+            return []
+        return [None if raw == "NULL" else element(raw) for raw in inner.split(",")]
     pos = 0
     n = len(text)
 
