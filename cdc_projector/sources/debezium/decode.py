@@ -33,6 +33,8 @@ OLDKEY_HEADER = "__debezium.oldkey"
 
 _SCHEMA_START = b'{"schema":'
 _PAYLOAD_SEP = b'},"payload":'
+_PAYLOAD_KEY = b',"payload":'
+_SCHEMA_LEN = len(_SCHEMA_START)
 _ROW_OPS = {"c": Op.CREATE, "u": Op.UPDATE, "d": Op.DELETE, "r": Op.READ}
 
 
@@ -74,8 +76,13 @@ def position_of(source: Mapping[str, Any], snapshot: bool, second_half: bool = F
         if snapshot:
             return Position(0, change_lsn)
         seq = source.get("sequence")
-        last_commit = orjson.loads(seq)[0] if seq else None
-        commit = int(last_commit) if last_commit is not None else change_lsn
+        if seq and seq[1] == '"':                       # '["<lastCommitLsn>","<lsn>"]'
+            commit = int(seq[2:seq.index('"', 2)])
+        elif not seq or seq.startswith("[null"):
+            commit = change_lsn
+        else:
+            last_commit = orjson.loads(seq)[0]
+            commit = int(last_commit) if last_commit is not None else change_lsn
     except (TypeError, ValueError, IndexError, orjson.JSONDecodeError) as exc:
         raise DecodeError(f"bad source position lsn={lsn!r} sequence={source.get('sequence')!r}") from exc
     return Position(commit, 2 * change_lsn + (1 if second_half else 0))
@@ -136,22 +143,43 @@ class DebeziumDecoder:
         self._envelopes: dict[bytes, _Envelope] = {}
         self._keys: dict[bytes, RowDecoder] = {}
         self._tables: dict[tuple[str, str], TableId] = {}
+        self._last_schema: dict[tuple[str, int], bytes] = {}
 
     # ------------------------------------------------------------------ parsing
 
-    @staticmethod
-    def _split(raw: bytes | str) -> tuple[bytes | None, Any]:
-        """(schema bytes or None, payload) of one JsonConverter record."""
+    def _split(self, raw: bytes | str, topic: str = "", kind: int = 0) -> tuple[bytes | None, Any]:
+        """(schema bytes or None, payload) of one JsonConverter record.
+
+        The schema of the previous record of the same topic (and kind: 0 value,
+        1 key) is remembered; when the record starts with exactly those bytes,
+        only the payload is parsed.
+        """
         if isinstance(raw, str):
             raw = raw.encode()
         if raw.startswith(_SCHEMA_START):
-            idx = raw.find(_PAYLOAD_SEP)
-            end = raw.rstrip().rfind(b"}")
-            if idx > 0 and end > idx:
+            last = self._last_schema.get((topic, kind))
+            end = len(raw) - 1
+            if raw[end] != 125:  # b"}"
+                end = raw.rstrip().rfind(b"}")
+            if last is not None and raw.startswith(last, _SCHEMA_LEN) and \
+                    raw.startswith(_PAYLOAD_KEY, _SCHEMA_LEN + len(last)):
+                start = _SCHEMA_LEN + len(last) + len(_PAYLOAD_KEY)
                 try:
-                    return raw[len(_SCHEMA_START):idx + 1], orjson.loads(raw[idx + len(_PAYLOAD_SEP):end])
+                    return last, orjson.loads(memoryview(raw)[start:end])
                 except orjson.JSONDecodeError:
                     pass  # fall back to a full parse (which reports the error)
+            idx = raw.find(_PAYLOAD_SEP)
+            if idx > 0 and end > idx:
+                schema = raw[_SCHEMA_LEN:idx + 1]
+                try:
+                    payload = orjson.loads(memoryview(raw)[idx + len(_PAYLOAD_SEP):end])
+                except orjson.JSONDecodeError:
+                    pass
+                else:
+                    if len(self._last_schema) > 10_000:
+                        self._last_schema.clear()
+                    self._last_schema[(topic, kind)] = schema
+                    return schema, payload
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -205,7 +233,7 @@ class DebeziumDecoder:
         """Decode a record key (or a PK-change header) into ``{column: value}``."""
         if raw is None:
             return None
-        schema_bytes, payload = self._split(raw)
+        schema_bytes, payload = self._split(raw, table.name if table is not None else "", 1)
         if payload is None:
             return None
         if schema_bytes is None:
@@ -245,7 +273,7 @@ class DebeziumDecoder:
         """
         if value is None:
             return None
-        schema_bytes, payload = self._split(value)
+        schema_bytes, payload = self._split(value, topic)
         if payload is None:
             return None
         if payload.__class__ is not dict:

@@ -17,7 +17,7 @@ import base64
 import binascii
 import uuid
 from datetime import date, datetime, time, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_PREC, Context, Decimal, InvalidOperation
 from typing import Any, Callable, Mapping
 
 import orjson
@@ -35,6 +35,8 @@ _TOAST_HEX = TOAST_PLACEHOLDER.encode().hex()
 _TOAST_INTS = list(TOAST_PLACEHOLDER.encode())
 _TOAST_SCALARS = frozenset((TOAST_PLACEHOLDER, _TOAST_B64, _TOAST_HEX))
 
+_EXACT = Context(prec=MAX_PREC)
+_UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1)
 _EPOCH_DATE = date(1970, 1, 1)
 _MIDNIGHT = datetime(1970, 1, 1)
@@ -60,7 +62,7 @@ def is_unchanged_toast(value: Any) -> bool:
 
 def _b64(value: Any) -> bytes:
     try:
-        return base64.b64decode(value, validate=True)
+        return binascii.a2b_base64(value, strict_mode=True)
     except (binascii.Error, TypeError, ValueError) as exc:
         raise DecodeError(f"bytes value is not valid base64: {str(value)[:40]!r}") from exc
 
@@ -69,7 +71,7 @@ def _unscaled_to_decimal(raw: bytes, scale: int) -> Decimal:
     unscaled = int.from_bytes(raw, "big", signed=True)
     if not scale:
         return Decimal(unscaled)
-    return Decimal(f"{unscaled}e{-scale}")   # exact, whatever the precision
+    return Decimal(unscaled).scaleb(-scale, _EXACT)   # exact, whatever the number of digits
 
 
 def decimal_precise(scale: int) -> Decoder:
@@ -103,9 +105,12 @@ def zoned_timestamp(value: Any) -> datetime:
         dt = datetime.fromisoformat(value)
     except (TypeError, ValueError) as exc:
         raise DecodeError(f"ZonedTimestamp is not an ISO-8601 timestamp: {value!r:.60}") from exc
-    if dt.tzinfo is None:
-        return dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+    tz = dt.tzinfo
+    if tz is _UTC:
+        return dt
+    if tz is None:
+        return dt.replace(tzinfo=_UTC)
+    return dt.astimezone(_UTC)
 
 
 def zoned_time(value: Any) -> time:
@@ -192,11 +197,19 @@ _NUMERIC_SOURCE_TYPES = frozenset(("NUMERIC", "DECIMAL"))
 
 def _guard(inner: Decoder) -> Decoder:
     """Wrap a decoder: None stays None, the TOAST placeholder becomes UNCHANGED_TOAST."""
+    scalars, ints = _TOAST_SCALARS, _TOAST_INTS
+
     def dec(value: Any) -> Any:
-        if value is None:
+        cls = value.__class__
+        if cls is str:
+            if value in scalars:
+                return UNCHANGED_TOAST
+        elif cls is list:
+            n = len(value)
+            if (n == 1 and value[0].__class__ is str and value[0] in scalars) or (n == len(ints) and value == ints):
+                return UNCHANGED_TOAST
+        elif value is None:
             return None
-        if is_unchanged_toast(value):
-            return UNCHANGED_TOAST
         return inner(value)
     return dec
 
@@ -248,19 +261,47 @@ def field_decoder(schema: Mapping[str, Any]) -> Decoder:
 
 
 def struct_decoder(schema: Mapping[str, Any]) -> RowDecoder:
-    """Decoder of a row (a Connect ``struct``): column name -> decoded value."""
+    """Decoder of a row (a Connect ``struct``): column name -> decoded value.
+
+    The row dict is copied as is; only typed columns are converted, and plain
+    string columns are checked for the TOAST placeholder (int/bool/float
+    columns cannot hold it), which keeps decoding a wide row cheap.
+    """
     fields = schema.get("fields")
     if not isinstance(fields, list):
         raise DecodeError(f"struct schema without fields: {str(schema)[:80]}")
-    decoders = tuple((f["field"], field_decoder(f)) for f in fields)
+    typed: list[tuple[str, Decoder]] = []
+    strings: list[str] = []
+    names: list[str] = []
+    for f in fields:
+        name = f["field"]
+        names.append(name)
+        inner = _raw_decoder(f)
+        if inner is not None:
+            typed.append((name, _guard(inner)))
+        elif f.get("type") == "string":
+            strings.append(name)
+    typed_t, strings_t, names_t = tuple(typed), tuple(strings), tuple(names)
+    placeholder = TOAST_PLACEHOLDER
 
     def dec(row: Mapping[str, Any]) -> dict[str, Any]:
         if row.__class__ is not dict:
             raise DecodeError(f"row is not a JSON object: {row!r:.60}")
+        out = dict(row)
+        if len(out) != len(names_t):
+            for name in names_t:
+                out.setdefault(name, None)
         try:
-            return {name: d(row.get(name)) for name, d in decoders}
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise DecodeError(f"cannot decode row: {exc}") from exc
+            for name, d in typed_t:
+                v = out[name]
+                if v is not None:
+                    out[name] = d(v)
+        except (TypeError, ValueError, OverflowError, KeyError) as exc:
+            raise DecodeError(f"cannot decode column {name!r}: {exc}") from exc
+        for name in strings_t:
+            if out[name] == placeholder:
+                out[name] = UNCHANGED_TOAST
+        return out
     return dec
 
 
