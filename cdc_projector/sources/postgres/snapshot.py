@@ -82,7 +82,9 @@ def describe_table(conn: Any, table: TableId) -> TableLayout:
                               hint="check the table names in the projections and the source DSN's database")
         cur.execute(_PK_ORDER_SQL, (table.schema, table.name))
         pk = tuple(r[0] for r in cur.fetchall())
-    return TableLayout(table, tuple(r[0] for r in rows), tuple(r[1] for r in rows),
+    # int(): the raw-text caster registered for an earlier table's int4 columns also
+    # applies to this catalog query's int4 result, turning OIDs into strings
+    return TableLayout(table, tuple(r[0] for r in rows), tuple(int(r[1]) for r in rows),
                        tuple(r[2] for r in rows), pk)
 
 
