@@ -209,9 +209,9 @@ def test_aggregate_exact_under_every_operation_with_replays_and_crashes(ch: Any)
             for c in changes:
                 k, g, a = view._contribution(c)
                 latest[k] = (g, a)
-            affected = view._old_groups(list(latest)) | {g for g, _ in latest.values() if g is not None}
-            present = view._recompute(list(latest), affected, latest)
-            view._write_groups(affected, present, ver)
+            view._stage(latest)
+            affected = view._affected()
+            view._write_groups(affected, view._recompute(), ver)
         elif crash < 0.4:      # crash after the contributions, before the checkpoint
             view.write(changes, ver)
         view.write(changes, ver)    # (re)play the batch

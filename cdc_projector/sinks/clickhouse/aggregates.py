@@ -7,12 +7,14 @@ none) or ``None`` when the row is deleted or fails ``where``.
 
 Per batch (see docs/clickhouse.md for the correctness argument):
 
+0. the batch's new contributions go to a scratch table ``<table>_stage`` (emptied
+   per batch; losing it in a crash loses nothing);
 1. read the touched rows' stored contributions (``<table>_contrib FINAL``): their
    *old* groups;
 2. affected groups = old groups + new groups;
 3. ONE query recomputes every affected group exactly: the stored contributions of
-   those groups *excluding the touched keys*, UNION ALL the batch's new
-   contributions (passed as a query parameter), ``GROUP BY`` the group columns;
+   those groups *excluding the touched keys*, UNION ALL the staged new
+   contributions, ``GROUP BY`` the group columns;
 4. write the group rows (a delete marker for a group that returned no row: its
    count reached 0) into ``<table>_data`` - FIRST;
 5. then write the new contributions (delete markers for retracted rows).
@@ -38,14 +40,6 @@ def _tuple_sql(names: Sequence[str]) -> str:
     return f"({cols})" if len(names) != 1 else cols
 
 
-def _array_type(types: Sequence[str]) -> str:
-    return f"Array(Tuple({', '.join(types)}))" if len(types) != 1 else f"Array({types[0]})"
-
-
-def _pack(values: Sequence[Any]) -> Any:
-    return tuple(values) if len(values) != 1 else values[0]
-
-
 class AggregateView:
     """Maintains one aggregate projection (contributions + group rows)."""
 
@@ -54,6 +48,7 @@ class AggregateView:
         self.spec = spec
         self.contrib = ch.qualified(spec.table + "_contrib")
         self.data = ch.qualified(spec.table + "_data")
+        self.stage = ch.qualified(spec.table + "_stage")
         self._kcols = [f"k_{c.name}" for c in spec.key]
         self._ktypes = [c.type.not_null().name for c in spec.key]
         self._gcols = [f"g_{c.name}" for c in spec.groups]
@@ -90,60 +85,60 @@ class AggregateView:
             latest[key] = (group, args)
         if not latest:
             return 0, 0
-        keys = list(latest)
-        old_groups = self._old_groups(keys)
-        affected = set(old_groups)
-        affected.update(g for g, _ in latest.values() if g is not None)
-        if not affected:
-            self._write_contrib(latest, ver)
-            return 0, 0
-        present = self._recompute(keys, affected, latest)
-        written, removed = self._write_groups(affected, present, ver)
+        self._stage(latest)
+        affected = self._affected()
+        if affected:
+            present = self._recompute()
+            written, removed = self._write_groups(affected, present, ver)
+        else:
+            written = removed = 0
         self._write_contrib(latest, ver)
         return written, removed
 
-    def _old_groups(self, keys: list[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
-        gsel = ", ".join(ident(c) for c in self._gcols) or "1"
-        rows = self.ch.query(
-            f"SELECT {gsel} FROM {self.contrib} FINAL WHERE {_tuple_sql(self._kcols)} IN {{keys:{_array_type(self._ktypes)}}} "
-            "AND _is_deleted = 0",
-            {"keys": [_pack(k) for k in keys]})
+    # The batch's new contributions go to a scratch table (<table>_stage, Memory engine,
+    # emptied per batch) through the fast native insert; the queries below join it.
+    def _stage(self, latest: Mapping[tuple[Any, ...], tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]]) -> None:
+        self.ch.command(f"TRUNCATE TABLE IF EXISTS {self.stage}")
+        blank = [None] * (len(self._gcols) + len(self._acols))
+        rows = [list(k) + (list(g) + list(a or ()) if g is not None else blank) + [0 if g is not None else 1]
+                for k, (g, a) in latest.items()]
+        self.ch.insert(self.spec.table + "_stage", rows, self._kcols + self._gcols + self._acols + ["_is_deleted"],
+                       self._ktypes + self._gtypes + self._atypes + ["UInt8"])
+
+    def _stage_keys(self) -> str:
+        return f"(SELECT {', '.join(ident(c) for c in self._kcols)} FROM {self.stage})"
+
+    def _groups_sql(self) -> str:
+        """Affected groups: the touched rows' stored (old) groups and their new groups."""
+        g = ", ".join(ident(c) for c in self._gcols) or "1"
+        return (f"SELECT DISTINCT {g} FROM ("
+                f" SELECT {g} FROM {self.contrib} FINAL WHERE {_tuple_sql(self._kcols)} IN {self._stage_keys()}"
+                f"  AND _is_deleted = 0"
+                f" UNION ALL SELECT {g} FROM {self.stage} WHERE _is_deleted = 0)")
+
+    def _affected(self) -> set[tuple[Any, ...]]:
+        rows = self.ch.query(self._groups_sql())
         if not self._gcols:
             return {()} if rows else set()
         return {tuple(c.type.encode(v) for c, v in zip(self.spec.groups, r)) for r in rows}
 
-    def _recompute(self, keys: list[tuple[Any, ...]], groups: set[tuple[Any, ...]],
-                   latest: Mapping[tuple[Any, ...], tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]],
-                   ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    def _recompute(self) -> dict[tuple[Any, ...], tuple[Any, ...]]:
         ga = self._gcols + self._acols
-        batch_rows = [tuple(g) + tuple(a or ()) for g, a in latest.values() if g is not None]
         sel_cols = ", ".join(ident(c) for c in ga) if ga else "1 AS _one"
-        params: dict[str, Any] = {"keys": [_pack(k) for k in keys]}
-        group_filter = ""
-        if self._gcols:
-            group_filter = f" AND {_tuple_sql(self._gcols)} IN {{groups:{_array_type(self._gtypes)}}}"
-            params["groups"] = [_pack(g) for g in groups]
-        if ga:
-            params["rows"] = batch_rows
-            tuple_type = f"Array(Tuple({', '.join(self._gtypes + self._atypes)}))"
-            batch_sel = ", ".join(f"tupleElement(_t, {i + 1}) AS {ident(c)}" for i, c in enumerate(ga))
-            batch_sql = f"SELECT {batch_sel} FROM (SELECT arrayJoin({{rows:{tuple_type}}}) AS _t)"
-        else:
-            params["n"] = len(batch_rows)
-            batch_sql = "SELECT 1 AS _one FROM numbers({n:UInt64})"
+        group_filter = (f" AND {_tuple_sql(self._gcols)} IN ({self._groups_sql()})" if self._gcols else "")
         measures = ", ".join(f"{m.sql()} AS {ident(m.name)}" for m in self.spec.measures)
         gsel = ", ".join(ident(c) for c in self._gcols)
         sql = (
             f"SELECT {gsel + ', ' if gsel else ''}{measures} FROM ("
             f" SELECT {sel_cols} FROM ("
             f"  SELECT * FROM {self.contrib} FINAL"
-            f"  WHERE {_tuple_sql(self._kcols)} NOT IN {{keys:{_array_type(self._ktypes)}}}"
+            f"  WHERE {_tuple_sql(self._kcols)} NOT IN {self._stage_keys()}"
             f" ) WHERE _is_deleted = 0{group_filter}"
-            f" UNION ALL {batch_sql}"
+            f" UNION ALL SELECT {sel_cols} FROM {self.stage} WHERE _is_deleted = 0"
             f"){' GROUP BY ' + gsel if gsel else ' HAVING count() > 0'}")
         out: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         ng = len(self._gcols)
-        for row in self.ch.query(sql, params):
+        for row in self.ch.query(sql):
             group = tuple(c.type.encode(v) for c, v in zip(self.spec.groups, row[:ng]))
             out[group] = tuple(row[ng:])
         return out
@@ -191,5 +186,5 @@ class AggregateView:
     def drop(self) -> None:
         """Remove the view, its group table and its contributions."""
         self.ch.command(f"DROP VIEW IF EXISTS {self.ch.qualified(self.spec.table)}")
-        for suffix in ("_data", "_contrib"):
+        for suffix in ("_data", "_contrib", "_stage"):
             self.ch.command(f"DROP TABLE IF EXISTS {self.ch.qualified(self.spec.table + suffix)}")

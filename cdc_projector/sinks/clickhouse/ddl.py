@@ -222,7 +222,10 @@ def create_statements(spec: Spec, database: str) -> list[str]:
         return [_create(q(spec.table + "_data"), cols, [c.name for c in spec.key]),
                 _view(q(spec.table), q(spec.table + "_data"), [c.name for c in spec.columns])]
     data_cols = spec.data_columns()
+    stage_cols = [(n, t) for n, t in spec.contrib_columns() if n != "_version"]
+    stage = ",\n  ".join(f"{ident(n)} {t}" for n, t in stage_cols)
     return [
+        f"CREATE TABLE IF NOT EXISTS {q(spec.table + '_stage')} (\n  {stage}\n) ENGINE = Memory",
         _create(q(spec.table + "_contrib"), spec.contrib_columns(), [f"k_{c.name}" for c in spec.key]),
         _create(q(spec.table + "_data"), data_cols, [c.name for c in spec.groups],
                 nullable_key=any(c.type.nullable for c in spec.groups)),
@@ -275,6 +278,9 @@ def plan(ch: ClickHouse, spec: Spec) -> Plan:
         wanted_tables = [(spec.table + "_contrib", spec.contrib_columns(), [f"k_{c.name}" for c in spec.key]),
                          (spec.table + "_data", spec.data_columns(), [c.name for c in spec.groups])]
     creates = create_statements(spec, ch.database)
+    stage = None
+    if isinstance(spec, AggregateSpec):   # the scratch table, created after the others when missing
+        stage, creates = creates[0], creates[1:]
     missing_any = False
     for i, (table, cols, order) in enumerate(wanted_tables):
         found = _existing(ch, table)
@@ -309,6 +315,8 @@ def plan(ch: ClickHouse, spec: Spec) -> Plan:
                                 {"db": ch.database, "t": spec.table}))
     if result.statements or missing_any or not view_exists:
         result.statements.append(creates[-1])
+    if stage is not None and _existing(ch, spec.table + "_stage") is None:
+        result.statements.append(stage)
     return result
 
 

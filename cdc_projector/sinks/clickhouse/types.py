@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -201,6 +202,7 @@ def _scalar_encoder(sql: SqlType, base: str) -> Callable[[Any], Any]:
         _json_text(v) if isinstance(v, (dict, list)) else str(v))
 
 
+@functools.lru_cache(maxsize=1024)
 def _encoder(sql: SqlType, base: str) -> Callable[[Any, bool], Any]:
     if sql.kind == "array":
         element = sql.element or SqlType("any")
