@@ -9,7 +9,7 @@ import psycopg2
 import psycopg2.extras
 import pytest
 
-from cdc_projector.events import UNCHANGED_TOAST, ChangeEvent, Op, TableId, parse_lsn
+from cdc_projector.events import UNCHANGED_TOAST, ChangeEvent, Op, parse_lsn
 from cdc_projector.sources.base import Checkpoint
 from cdc_projector.sources.postgres import PostgresSource
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (pytest fixture)
