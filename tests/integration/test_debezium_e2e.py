@@ -142,3 +142,42 @@ def test_row_changes_arrive_as_debezium_events(test_db: str, debezium: Any) -> N
     assert ins["payload"]["source"]["lsn"] > 0
     assert ins["payload"]["transaction"]["id"]
     assert ins["payload"]["transaction"]["data_collection_order"] == 1
+
+
+def test_connectors_cli_apply_is_create_or_update_and_status_reports_tasks(test_db: str, tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from cdc_projector.cli import main
+    from tests.support.debezium import grant_capture, connector_config, unregister
+    from tests.support.services import CONNECT_URL
+
+    require("kafka", "connect")
+    suffix = uuid.uuid4().hex[:10]
+    cap = Capture(name=f"cli_{suffix}", database=test_db, publication=PUBLICATION,
+                  slot=f"cdcp_cli_{suffix}", topic_prefix=f"cli{suffix}")
+    config = connector_config(test_db, PUBLICATION, cap.slot, cap.topic_prefix)
+    (tmp_path / "c.json").write_text(json.dumps({"name": cap.name, "config": config}))
+    grant_capture(test_db)
+    runner = CliRunner()
+    base = ["--url", CONNECT_URL]
+    try:
+        res = runner.invoke(main, ["connectors", "apply", *base, "--dir", str(tmp_path), "--wait", "--json"])
+        assert res.exit_code == 0, res.output
+        [row] = json.loads(res.output)
+        assert (row["name"], row["action"], row["state"]) == (cap.name, "created", "RUNNING")
+        assert [t["state"] for t in row["tasks"]] == ["RUNNING"]
+
+        again = runner.invoke(main, ["connectors", "apply", *base, "--dir", str(tmp_path), "--json"])
+        assert json.loads(again.output)[0]["action"] == "unchanged"
+
+        config["heartbeat.interval.ms"] = "7000"
+        (tmp_path / "c.json").write_text(json.dumps({"name": cap.name, "config": config}))
+        changed = runner.invoke(main, ["connectors", "apply", *base, "--dir", str(tmp_path), "--json"])
+        assert json.loads(changed.output)[0]["action"] == "updated"
+
+        status = runner.invoke(main, ["connectors", "status", *base, cap.name, "--json"])
+        assert json.loads(status.output)[0]["name"] == cap.name
+    finally:
+        unregister(cap)
+    listed = runner.invoke(main, ["connectors", "status", *base, "--json"])
+    assert cap.name not in [c["name"] for c in json.loads(listed.output)]

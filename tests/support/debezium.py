@@ -103,7 +103,8 @@ def _admin(database: str = "postgres") -> Any:
     return conn
 
 
-def _grant(database: str) -> None:
+def grant_capture(database: str) -> None:
+    """Let ``cdc_capture`` connect to ``database`` and read all its tables (now and later)."""
     with _admin(database) as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
             sql.Identifier(database), sql.Identifier(CAPTURE_USER)))
@@ -139,7 +140,7 @@ def register(database: str, publication: str, *, name: str | None = None,
     cap.config = connector_config(database, publication, cap.slot, cap.topic_prefix, **overrides)
     cap.slot = cap.config["slot.name"]
     cap.topic_prefix = cap.config["topic.prefix"]
-    _grant(database)
+    grant_capture(database)
     with ConnectClient(CONNECT_URL) as client:
         client.put_config(name, cap.config)
         try:
