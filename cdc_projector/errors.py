@@ -92,3 +92,15 @@ class SinkLocked(SinkError):
 
 class ConnectError(CdcProjectorError):
     """Kafka Connect refused a request or a connector is failing."""
+
+
+class OpsError(CdcProjectorError):
+    """The ops HTTP server (dashboard, /metrics, status API) could not start or answer."""
+
+
+class ProcessNotRunning(OpsError):
+    """No `cdc-projector run` process answers on the configured status address."""
+
+
+class WaitTimeout(OpsError):
+    """A read-your-writes wait ended before the projections applied the requested LSN."""
