@@ -146,10 +146,15 @@ def test_table_added_later_is_snapshotted_and_older_changes_dropped(pgdb: PgDb) 
 
 
 def test_table_snapshot_api_for_rebuilds(pgdb: PgDb) -> None:
-    execute(pgdb, "CREATE TABLE nopk (id int, v int)", "INSERT INTO nopk SELECT g, g FROM generate_series(1, 25) g")
-    with TableSnapshot.begin(pgdb.capture_dsn, [TableId("public", "nopk")], chunk_size=10) as snap:
+    execute(pgdb, "CREATE TABLE nopk (id int, v int)", "INSERT INTO nopk SELECT g, g FROM generate_series(1, 25) g",
+            "CREATE TABLE other (id int PRIMARY KEY, v int)", "INSERT INTO other VALUES (7, 8)")
+    tables = [TableId("public", "nopk"), TableId("public", "other")]
+    with TableSnapshot.begin(pgdb.capture_dsn, tables, chunk_size=10) as snap:
         chunks = list(snap.chunks())
         point = snap.position_lsn
+    # the second table's int columns decode too (the first table's raw-text caster must not leak)
+    assert [(str(c[0]), [e.after for e in c[1]]) for c in chunks[3:]] == [("public.other", [{"id": 7, "v": 8}])]
+    chunks = chunks[:3]
     assert [len(c[1]) for c in chunks] == [10, 10, 5] and [c[2] for c in chunks] == [False, False, True]
     events = [e for c in chunks for e in c[1]]
     assert sorted(e.after["id"] for e in events) == list(range(1, 26))

@@ -144,18 +144,19 @@ class SnapshotReader:
         resolve = catalog_resolver(self._meta)
         for table in self.tables:
             layout = describe_table(self._conn, table)
+            # the rows' cursors get the types' text output (no psycopg2 typecasting); the
+            # caster is registered per cursor so catalog queries keep their types
             raw = psycopg2.extensions.new_type(tuple(set(layout.type_oids)), "CDCP_RAW_TEXT",
                                                lambda value, cur: value)
-            psycopg2.extensions.register_type(raw, self._conn)
             decoders = [decoder_for(oid, resolve) for oid in layout.type_oids]
-            yield from self._read_table(layout, decoders)
+            yield from self._read_table(layout, decoders, raw)
 
     def _select(self, layout: TableLayout) -> sql.Composed:
         return sql.SQL("SELECT {} FROM {}.{}").format(
             sql.SQL(", ").join(sql.Identifier(c) for c in layout.columns),
             sql.Identifier(layout.table.schema), sql.Identifier(layout.table.name))
 
-    def _read_table(self, layout: TableLayout, decoders: list[ValueDecoder]
+    def _read_table(self, layout: TableLayout, decoders: list[ValueDecoder], raw: Any
                     ) -> Iterator[tuple[TableId, list[ChangeEvent], bool]]:
         cols = layout.columns
         keys = layout.key_columns
@@ -167,6 +168,7 @@ class SnapshotReader:
         if not keys:  # no primary key: one server-side cursor over the table, read in chunks
             whole_table_cursor = self._conn.cursor(name=f"cdcp_snap_{self._seq}")
             whole_table_cursor.itersize = self.chunk_size
+            psycopg2.extensions.register_type(raw, whole_table_cursor)
             whole_table_cursor.execute(base)
         order = sql.SQL(", ").join(sql.Identifier(k) for k in keys)
         while True:
@@ -184,11 +186,12 @@ class SnapshotReader:
                     params = tuple(last)
                 with self._conn.cursor(name=f"cdcp_snap_{self._seq}") as cur:
                     cur.itersize = self.chunk_size
+                    psycopg2.extensions.register_type(raw, cur)
                     cur.execute(query, params)
                     rows = cur.fetchall()
             events: list[ChangeEvent] = []
-            for raw in rows:
-                row = {c: (None if v is None else d(v)) for c, d, v in zip(cols, decoders, raw)}
+            for values in rows:
+                row = {c: (None if v is None else d(v)) for c, d, v in zip(cols, decoders, values)}
                 events.append(ChangeEvent(Op.READ, layout.table, {k: row[k] for k in keys} or None,
                                           None, row, Position(self.position_lsn, self._seq),
                                           None, None, {"stream": stream, "lsn": self.position_lsn}))
