@@ -7,6 +7,7 @@ tables the projections read) unless given as options::
     cdc-projector source preflight -c projections/
     cdc-projector source preflight --dsn postgresql://cdc_capture@db/shop --table public.orders
     cdc-projector source slot-status --json
+    cdc-projector source slot-status --projection customer_profile   # run's per-projection slot
     cdc-projector source drop-slot --yes
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _tables_of(project: Any) -> list[TableId]:
 
 
 def _target(config: str | None, dsn: str | None, slot: str | None, publication: str | None,
-            tables: tuple[str, ...]) -> _Target:
+            tables: tuple[str, ...], projection: str | None = None) -> _Target:
     project = None
     if config is not None or dsn is None:
         from ..config.loader import DEFAULT_PATH, load_config
@@ -50,7 +51,11 @@ def _target(config: str | None, dsn: str | None, slot: str | None, publication: 
     final_dsn = dsn or (src.dsn if src else None)
     if not final_dsn:
         raise SourceError("no source DSN", hint="pass --dsn or set source.dsn in the projection files")
-    return _Target(final_dsn, slot or (src.slot_name if src else "cdc_projector"),
+    slot = slot or (src.slot_name if src else "cdc_projector")
+    if projection:
+        from ..engine.app import slot_for
+        slot = slot_for(slot, projection)
+    return _Target(final_dsn, slot,
                    publication or (src.publication if src else "cdc_projector"),
                    [TableId.parse(t) for t in tables] or (_tables_of(project) if project is not None else []))
 
@@ -61,6 +66,8 @@ _options = [
     click.option("--dsn", envvar="CDC_PROJECTOR_SOURCE_DSN", default=None,
                  help="Source database DSN (overrides source.dsn; env CDC_PROJECTOR_SOURCE_DSN)."),
     click.option("--slot", default=None, help="Replication slot (default: source.slot_name)."),
+    click.option("--projection", default=None,
+                 help="Use the slot `run --source postgres` made for this projection (<slot_name>_<projection>)."),
     click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
 ]
 
@@ -80,10 +87,10 @@ def source() -> None:
 @_common
 @click.option("--publication", default=None, help="Publication (default: source.publication).")
 @click.option("--table", "tables", multiple=True, help="schema.table to check (repeatable; default: the projections' tables).")
-def preflight_cmd(config: str | None, dsn: str | None, slot: str | None, as_json: bool,
-                  publication: str | None, tables: tuple[str, ...]) -> None:
+def preflight_cmd(config: str | None, dsn: str | None, slot: str | None, projection: str | None,
+                  as_json: bool, publication: str | None, tables: tuple[str, ...]) -> None:
     """Check wal_level, slots/senders headroom, REPLICATION, grants, publication, replica identity."""
-    t = _target(config, dsn, slot, publication, tables)
+    t = _target(config, dsn, slot, publication, tables, projection)
     report = preflight(t.dsn, t.tables, t.publication, slot_name=t.slot, raise_errors=False)
     if as_json:
         click.echo(json.dumps(report.as_dict(), sort_keys=True))
@@ -99,9 +106,10 @@ def preflight_cmd(config: str | None, dsn: str | None, slot: str | None, as_json
 
 @source.command("slot-status")
 @_common
-def slot_status_cmd(config: str | None, dsn: str | None, slot: str | None, as_json: bool) -> None:
+def slot_status_cmd(config: str | None, dsn: str | None, slot: str | None, projection: str | None,
+                    as_json: bool) -> None:
     """Show the replication slot: active, confirmed_flush_lsn, WAL retained."""
-    t = _target(config, dsn, slot, None, ())
+    t = _target(config, dsn, slot, None, (), projection)
     info = slot_status(t.dsn, t.slot)
     if info is None:
         if as_json:
@@ -124,9 +132,10 @@ def slot_status_cmd(config: str | None, dsn: str | None, slot: str | None, as_js
 @source.command("drop-slot")
 @_common
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def drop_slot_cmd(config: str | None, dsn: str | None, slot: str | None, as_json: bool, yes: bool) -> None:
+def drop_slot_cmd(config: str | None, dsn: str | None, slot: str | None, projection: str | None,
+                  as_json: bool, yes: bool) -> None:
     """Drop the replication slot (frees retained WAL; the next run takes a new initial snapshot)."""
-    t = _target(config, dsn, slot, None, ())
+    t = _target(config, dsn, slot, None, (), projection)
     if not yes:
         click.confirm(f"drop replication slot {t.slot}? The next run re-snapshots every table", abort=True)
     existed = drop_slot(t.dsn, t.slot)
