@@ -84,6 +84,8 @@ class Pipeline:
     stop: threading.Event = field(default_factory=threading.Event)
     sleep: Callable[[float], None] = time.sleep
     stats: PipelineStats = field(default_factory=PipelineStats)
+    #: freshness/pause hooks (:class:`cdc_projector.ops.telemetry.ProjectionTelemetry`), optional
+    observer: Any = None
 
     def __post_init__(self) -> None:
         self.projector = Projector(self.plan)
@@ -93,6 +95,8 @@ class Pipeline:
     def open(self) -> None:
         """Load the stored checkpoint and open the source from it."""
         self._checkpoint = self._retry(self.target.load_checkpoint) or StoredCheckpoint()
+        if self.observer is not None:
+            self.observer.opened(self._checkpoint)
 
         def resume(streams: Any) -> Checkpoint:
             known = self._checkpoint.streams if self._checkpoint else {}
@@ -102,8 +106,12 @@ class Pipeline:
 
     def step(self) -> int:
         """Process one batch; returns the number of events (0 when the source was idle)."""
+        if self.observer is not None and not self.observer.gate(self):
+            return 0                                   # paused: nothing polled, nothing acked
         batch = self.source.poll(self.batch_size, self.batch_ms / 1000.0)
         if batch is None:
+            if self.observer is not None:
+                self.observer.idle(self.source)
             return 0
         self.apply_batch(batch)
         return len(batch.events)
@@ -131,6 +139,7 @@ class Pipeline:
             base = self._checkpoint or StoredCheckpoint()
             checkpoint = base.merged(batch.checkpoint, result.position, result.commit_ts_us)
             ws = self.target.write(result.changes, result.rows, checkpoint)
+            written_at[0] = time.time()
             self._checkpoint = checkpoint
             self.stats.engine_s += t1 - t0
             self.stats.sink_s += time.perf_counter() - t1
@@ -138,8 +147,11 @@ class Pipeline:
             self.stats.documents_unchanged += ws.unchanged
             return result
 
+        written_at = [0.0]
         result = self._retry(attempt)
         self.source.ack(dict(batch.checkpoint))
+        if self.observer is not None:
+            self.observer.applied(batch, result, written_at[0], self.source)
         self.stats.batches += 1
         self.stats.events += len(batch.events)
         self.stats.dead_letters += len(result.failures)
@@ -153,14 +165,20 @@ class Pipeline:
 
     def run(self) -> None:
         """Open, loop until :attr:`stop` is set, close."""
+        error: BaseException | None = None
         self.open()
         try:
             while not self.stop.is_set():
                 self.step()
         except Stopped:
             log.info("%s: stopped during a sink outage; the batch in hand will be replayed", self.plan.name)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             self.close()
+            if self.observer is not None:
+                self.observer.stopped(error)
 
     # ------------------------------------------------------------------
     def _retry(self, fn: Callable[[], T]) -> T:
@@ -173,6 +191,8 @@ class Pipeline:
             except SinkUnavailable as exc:
                 self.stats.sink_retries += 1
                 self.stats.last_error = str(exc)
+                if self.observer is not None:
+                    self.observer.failed(exc, self.source)
                 delay = next(delays)
                 log.warning("%s: %s; retrying in %.1fs", self.plan.name, exc, delay)
                 if self.stop.wait(delay):
