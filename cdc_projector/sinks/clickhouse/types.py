@@ -124,6 +124,10 @@ def decimal_scale(base: str) -> tuple[int, int] | None:
 
 # -- encoding ----------------------------------------------------------------
 def _to_decimal(value: Any, p: int, s: int) -> decimal.Decimal:
+    if type(value) is decimal.Decimal:
+        t = value.as_tuple()
+        if t.exponent == -s and len(t.digits) <= p:      # fast path: already at the column's scale
+            return value
     if isinstance(value, bool):
         value = int(value)
     if isinstance(value, float):
