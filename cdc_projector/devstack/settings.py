@@ -34,6 +34,9 @@ DEBEZIUM_VERSION = "3.6.1.Final"
 MAVEN_DEPENDENCY_PLUGIN = "3.8.1"
 FERRETDB_VERSION = "v1.24.2"
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB/cmd/ferretdb"
+#: the `docker compose` CLI plugin, only to validate docker/compose.yaml (`config` needs no engine)
+COMPOSE_MODULE = "github.com/docker/compose/v2"
+COMPOSE_VERSION = "v2.40.3"
 
 # --- fixed names and credentials of the sample setup (local use only) ------
 PG_SUPERUSER = "postgres"

@@ -1,6 +1,7 @@
 """Orchestration of the local stack: `up`, `down` and `status` of several services."""
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterable
 
@@ -43,6 +44,7 @@ def resolve(names: Iterable[str], *, with_deps: bool) -> list[str]:
 def up(names: Iterable[str] = (), settings: StackSettings | None = None,
        echo: bool = False) -> list[Report]:
     """Install (if missing), start (if not running) and health-check services; idempotent."""
+    names = list(names)
     s = settings or StackSettings.from_env()
     registry = _registry()
     reports: list[Report] = []
@@ -54,7 +56,20 @@ def up(names: Iterable[str] = (), settings: StackSettings | None = None,
             did = "; ".join(report.actions) or "already up"
             print(f"{name}: {did} ({time.monotonic() - t0:.1f}s)", flush=True)
         reports.append(report)
+    if not names:  # the whole stack (make stack-up): also the compose CLI for the docker tests
+        _ensure_compose(s, echo)
     return reports
+
+
+def _ensure_compose(s: StackSettings, echo: bool) -> None:
+    from . import tools
+    try:
+        done = tools.ensure_compose_cli(s.cache_dir, s.log_file("install"))
+    except StackError as exc:  # only docker/compose.yaml validation depends on it
+        print(f"warning: docker compose CLI unavailable: {exc}", file=sys.stderr, flush=True)
+        return
+    if done and echo:
+        print(f"tools: {done}", flush=True)
 
 
 def down(names: Iterable[str] = (), settings: StackSettings | None = None,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import StackError
 from . import proc
-from .settings import MAVEN_DEPENDENCY_PLUGIN
+from .settings import COMPOSE_MODULE, COMPOSE_VERSION, MAVEN_DEPENDENCY_PLUGIN
 
 _APT_UPDATED = False
 
@@ -134,3 +134,45 @@ def go_build_module(folder: Path, module: str, version: str, package: str, binar
              timeout=1800, log=log)
     shutil.rmtree(src, ignore_errors=True)
     return out
+
+
+def compose_plugin_path() -> Path:
+    """Where the docker CLI looks for the ``compose`` plugin of the current user."""
+    return Path.home() / ".docker" / "cli-plugins" / "docker-compose"
+
+
+def has_compose_cli() -> bool:
+    """True when ``docker compose`` works (the engine is not needed)."""
+    docker = shutil.which("docker")
+    if not docker:
+        return False
+    try:
+        proc.run([docker, "compose", "version"], what="docker compose version", timeout=60)
+    except StackError:
+        return False
+    return True
+
+
+def ensure_compose_cli(cache_dir: Path, log: Path) -> str | None:
+    """Build the ``docker compose`` plugin from the Go module proxy when it is missing.
+
+    Only used to validate docker/compose.yaml (``docker compose config`` needs no
+    engine). Returns what was done, or None when nothing was needed.
+    """
+    if has_compose_cli():
+        return None
+    home = cache_dir / f"compose-{COMPOSE_VERSION}"
+    binary = home / "bin" / "docker-compose"
+    action = None
+    if not (is_complete(home) and binary.exists()):
+        go_build_module(home, COMPOSE_MODULE, COMPOSE_VERSION, "./cmd", "docker-compose", log)
+        mark_complete(home)
+        action = f"installed docker compose {COMPOSE_VERSION} (go build) into {home}"
+    target = compose_plugin_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink() or target.exists():
+        target.unlink()
+    target.symlink_to(binary)
+    if not shutil.which("docker"):
+        ensure_tool("docker", "docker.io")
+    return action or f"linked docker compose plugin {target}"
