@@ -307,6 +307,64 @@ def test_sink_protocol_with_the_engine_projector(backend: tuple[str, str]) -> No
         sink.close()
 
 
+def test_engine_projector_drives_an_exact_aggregate(backend: tuple[str, str]) -> None:
+    url, db = backend
+    sink = ClickHouseSink("analytics", SinkConfig(type="clickhouse", url=url, database=db))
+    sink.connect()
+    try:
+        proj = Projection.model_validate({
+            "kind": "aggregate", "sink": "analytics", "from": "public.orders",
+            "where": "status IN ('paid', 'shipped')", "group_by": {"status": "status"},
+            "measures": {"orders": "count(*)", "revenue": "sum(total)", "largest": "max(total)",
+                         "buyers": "count(distinct customer_id)"}})
+        catalog = {TableId("public", "orders"): {"id": INT, "customer_id": INT, "total": SqlType.numeric(12, 2),
+                                                 "status": TEXT}}
+        plan_ = build_plan("by_status", proj, catalog)
+        target = sink.projection(plan_)
+        projector = Projector(plan_)
+        orders = TableId("public", "orders")
+        source: dict[int, dict[str, Any]] = {}
+        seq = [0]
+
+        def run(ops: list[tuple[Op, int, dict[str, Any] | None]]) -> None:
+            events = []
+            for op, key, after in ops:
+                seq[0] += 1
+                row = None if after is None else {"id": key, **after}
+                events.append(ChangeEvent(op, orders, {"id": key}, None, row, Position(5000 + seq[0], 0)))
+                if row is None:
+                    source.pop(key, None)
+                else:
+                    source[key] = row
+            for _ in range(2):                       # apply, then replay the same batch
+                result = projector.process(events, target.state)
+                assert not result.failures
+                target.write(result.changes, result.rows, StoredCheckpoint().merged({}, result.position, None))
+            expected: dict[str, dict[str, Any]] = {}
+            for r in source.values():
+                if r["status"] in ("paid", "shipped"):
+                    g = expected.setdefault(r["status"], {"status": r["status"], "rows": []})
+                    g["rows"].append(r)
+            assert target.read_view() == [
+                {"status": s, "orders": len(g["rows"]), "revenue": sum(r["total"] for r in g["rows"]),
+                 "largest": max(r["total"] for r in g["rows"]),
+                 "buyers": len({r["customer_id"] for r in g["rows"]})}
+                for s, g in sorted(expected.items())]
+
+        row = lambda total, status, cust: {"total": D(total), "status": status, "customer_id": cust}  # noqa: E731
+        run([(Op.CREATE, i, row(f"{i}.10", "paid", i % 3)) for i in range(1, 9)])
+        run([(Op.UPDATE, 8, row("8.10", "shipped", 2)),       # moves group (no before-image)
+             (Op.UPDATE, 7, row("700.00", "paid", 1)),        # new max
+             (Op.UPDATE, 1, row("1.10", "cancelled", 1)),     # leaves the filter
+             (Op.DELETE, 2, None)])
+        run([(Op.UPDATE, 7, row("7.00", "paid", 1)),          # max retracts
+             (Op.DELETE, 8, None),                            # 'shipped' disappears
+             (Op.DELETE, 3, None), (Op.CREATE, 30, row("3.10", "paid", 0))])   # primary-key change
+        assert {r["status"] for r in target.read_view()} == {"paid"}
+    finally:
+        sink.close()
+
+
 # -- embedded data directory lock --------------------------------------------
 def test_locked_chdb_directory_names_the_other_process(tmp_path: Any) -> None:
     path = tmp_path / "locked"

@@ -76,3 +76,24 @@ def test_versions_order_like_positions_and_mirror_values_round_trip() -> None:
     value = {"a": [D("1.10"), dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), dt.date(2024, 1, 2), b"\x00", 1.5,
                    {"$x": None}], "b": dt.datetime(2024, 1, 1, 1)}
     assert decode_value(encode_value(value)) == value
+
+
+def test_a_server_that_is_down_is_unavailable_not_a_crash() -> None:
+    from cdc_projector.errors import SinkUnavailable
+    from cdc_projector.sinks.clickhouse import connect
+    with pytest.raises(SinkUnavailable, match="not reachable"):
+        connect("http://user:secret@127.0.0.1:1", "views")
+    try:
+        connect("http://user:secret@127.0.0.1:1", "views")
+    except SinkUnavailable as exc:
+        assert "secret" not in str(exc)
+
+
+def test_planner_is_registered_for_plan() -> None:
+    import cdc_projector.sinks.clickhouse  # noqa: F401  (registers)
+    from cdc_projector.config.models import Projection
+    from cdc_projector.sinks.base import PLANNERS
+    proj = Projection.model_validate({"kind": "table", "sink": "a", "from": "public.orders",
+                                      "fields": {"total": "CAST(total AS numeric(12,2))"}})
+    text = "\n".join(PLANNERS["clickhouse"]("orders_flat", proj))
+    assert "`orders_flat_data`" in text and "Nullable(Decimal(12, 2))" in text and "FINAL" in text

@@ -182,7 +182,15 @@ def aggregate_spec(projection: str, table: str, key_types: Mapping[str, SqlType 
             raise SinkError(f"projection {projection!r}: measure {name!r}: unknown function {func!r}")
         if func != "count" and arg is None:
             raise SinkError(f"projection {projection!r}: measure {name!r}: {func} needs an argument")
-        ms.append(MeasureSpec(name, func, ch_type(arg) if arg is not None else None, distinct))  # type: ignore[arg-type]
+        arg_type = ch_type(arg) if arg is not None else None
+        if arg_type is not None and arg_type.sql.kind in ("any", "unknown"):
+            if func in ("sum", "avg"):          # untyped (no catalog): exact numeric
+                arg_type = ch_type(SqlType("numeric"))
+            elif func in ("min", "max"):
+                raise SinkError(f"projection {projection!r}: measure {name!r}: the type of the {func} argument "
+                                "is unknown (no source catalog)",
+                                hint="CAST the argument, e.g. max(CAST(x AS numeric(12,2)))")
+        ms.append(MeasureSpec(name, func, arg_type, distinct))  # type: ignore[arg-type]
     return AggregateSpec(projection, table, key, groups, tuple(ms))
 
 

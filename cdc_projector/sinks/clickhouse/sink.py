@@ -21,7 +21,7 @@ from ...config.models import SinkConfig
 from ...errors import SinkError
 from ...events import TableId
 from ...expr.types import SqlType
-from ..base import StoredCheckpoint, ViewChange, WriteStats, register_sink
+from ..base import StoredCheckpoint, ViewChange, WriteStats, register_planner, register_sink
 from . import ddl
 from .aggregates import AggregateView
 from .client import ClickHouse, connect
@@ -29,6 +29,7 @@ from .state import StateTables, dumps, loads, version
 from .tables import TableView
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ...config.models import Projection
     from ...engine.deadletter import DeadLetter
     from ...engine.mirror import MirrorRow
     from ...engine.plan import ProjectionPlan
@@ -134,9 +135,9 @@ class ClickHouseProjectionTarget:
             for lk in self.plan.lookups:
                 fields.update({f.name: f.expr.type for f in lk.fields})
             return ddl.table_spec(self.plan.name, table, key_types, fields)
-        groups = getattr(self.plan, "group_by", None)
+        groups = getattr(self.plan, "groups", None)
         measures = getattr(self.plan, "measures", None)
-        if groups is None or measures is None:
+        if groups is None or not measures:
             raise SinkError(f"aggregate {self.plan.name!r}: the engine plan carries no group_by/measures",
                             hint="build the target with an explicit AggregateSpec")
         return ddl.aggregate_spec(
@@ -294,5 +295,25 @@ class ClickHouseSink:
             self._state = None
 
 
+def plan_lines(name: str, projection: "Projection") -> list[str]:
+    """What ``cdc-projector plan`` prints for a ClickHouse projection: its full DDL.
+
+    Without the source catalog the root key and untyped expressions cannot be
+    typed here; the key is shown as ``id Int64`` and noted as such.
+    """
+    from ...engine.plan import build_plan
+    plan_ = build_plan(name, projection)
+    target = ClickHouseProjectionTarget.__new__(ClickHouseProjectionTarget)
+    target.plan = plan_
+    try:
+        spec = target._spec_from(ViewChange({"id": 0}, None))
+    except SinkError as exc:
+        return [f"-- {name}: cannot describe the ClickHouse layout: {exc}"]
+    lines = [f"-- {projection.kind} {name} over {projection.from_}; key column(s) = the primary key of "
+             f"{projection.from_} (shown as `id`); column types from the source catalog at run time"]
+    return lines + ddl.describe(spec, "database").splitlines()
+
+
 register_sink("clickhouse", ClickHouseSink)  # type: ignore[arg-type]
+register_planner("clickhouse", plan_lines)
 
