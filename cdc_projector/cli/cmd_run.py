@@ -32,10 +32,15 @@ def run(config_path: str, source_kind: str, names: tuple[str, ...], log_level: s
         pipelines = project.pipelines(source_kind)  # type: ignore[arg-type]
         runner = Runner(pipelines)
         runner.install_signal_handlers()
+        from ..ops.runtime import attach
+        ops = attach(loaded.project, pipelines, config_path=config_path, source_kind=source_kind)
         for p in pipelines:
             click.echo(f"running {p.plan.name} ({p.plan.kind}) -> {p.plan.sink}/{p.plan.target} "
                        f"from {source_kind}", err=True)
-        runner.run()
+        try:
+            runner.run()
+        finally:
+            ops.close()
     finally:
         project.close()
     click.echo("stopped cleanly", err=True)
