@@ -3,7 +3,6 @@
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-
 .PHONY: setup stack-up stack-down stack-status test demo
 
 ## install the package with its dev and chDB extras (editable)
