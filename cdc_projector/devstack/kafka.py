@@ -217,8 +217,9 @@ def _connect_ready(s: StackSettings) -> bool:
         connect_get(s, "/connectors")
     except (OSError, ValueError, urllib.error.URLError):
         return False
-    return any(isinstance(p, dict) and p.get("class") == POSTGRES_CONNECTOR_CLASS
-               for p in plugins)  # type: ignore[union-attr]
+    if not isinstance(plugins, list):
+        return False
+    return any(isinstance(p, dict) and p.get("class") == POSTGRES_CONNECTOR_CLASS for p in plugins)
 
 
 class Connect:
@@ -298,7 +299,7 @@ config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigP
             try:
                 connectors = connect_get(s, "/connectors", timeout=2.0)
                 up = True
-                detail = f"connectors={len(connectors)}"  # type: ignore[arg-type]
+                detail = f"connectors={len(connectors) if isinstance(connectors, list) else '?'}"
             except (OSError, ValueError):
                 detail = "starting"
         return ServiceStatus(self.name, up, s.connect_port, pid,
