@@ -177,12 +177,19 @@ class Postgres:
 
     def drop_slots(self, s: StackSettings) -> list[str]:
         """Drop every replication slot of the cluster (ends walsenders using them); returns their names."""
-        out = self._psql(s, (
-            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE active_pid IS NOT NULL;\n"
-            "SELECT pg_sleep(0.2);\n"
-            "SELECT slot_name, pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-            "WHERE NOT active;\n"), what="drop replication slots")
-        return [ln.split("|")[0] for ln in out.splitlines() if "|" in ln]
+        dropped: list[str] = []
+        for _ in range(5):  # a client may reconnect between terminate and drop: retry
+            out = self._psql(s, (
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                "WHERE active_pid IS NOT NULL;\n"
+                "SELECT pg_sleep(0.2);\n"
+                "SELECT slot_name, pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE NOT active;\n"
+                "SELECT 'left=' || count(*) FROM pg_replication_slots;\n"), what="drop replication slots")
+            dropped += [ln.split("|")[0] for ln in out.splitlines() if "|" in ln]
+            if "left=0" in out:
+                break
+        return dropped
 
     def down(self, s: StackSettings) -> bool:
         if not self._running(s):
