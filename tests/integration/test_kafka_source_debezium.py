@@ -17,6 +17,7 @@ import psycopg2.extras
 import pytest
 import requests
 from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
 from cdc_projector.events import UNCHANGED_TOAST, ChangeEvent, Op, Position, TableId, parse_lsn
@@ -200,8 +201,17 @@ def _pg_rows(db: PgDb) -> dict[int, dict[str, Any]]:
         conn.close()
 
 
+def _open(source: DebeziumKafkaSource) -> dict[str, int]:
+    """Open ``source`` with a resume callback backed by the returned checkpoint dict (the test's "sink")."""
+    checkpoint: dict[str, int] = {}
+    source.open(lambda streams: {s: checkpoint[s] for s in streams if s in checkpoint})
+    return checkpoint
+
+
 def _collect(source: DebeziumKafkaSource, until: Callable[[list[ChangeEvent]], bool], *, timeout_s: float = 90,
              checkpoint: dict[str, int] | None = None) -> list[ChangeEvent]:
+    """Poll until ``until(events)``; batches are "applied" by storing their checkpoint, so a
+    rebalance (e.g. when a new topic appears) resumes after them instead of re-reading."""
     events: list[ChangeEvent] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -244,9 +254,9 @@ def test_real_debezium_events_decode_to_postgres_values(pgdb: PgDb, connector_fa
     expected = _pg_rows(pgdb)
 
     source = conn.source(f"{conn.prefix}-decode")
-    source.open(lambda streams: {})
+    cp = _open(source)
     try:
-        events = _collect(source, lambda evs: len({e.key["id"] for e in _rows_of(evs)
+        events = _collect(source, checkpoint=cp, until=lambda evs: len({e.key["id"] for e in _rows_of(evs)
                                                     if e.key and e.op in (Op.READ, Op.CREATE)}) == 3)
     finally:
         source.close()
@@ -280,12 +290,17 @@ def test_updates_toast_pk_change_delete_and_positions(pgdb: PgDb, connector_fact
     _exec(pgdb, "DELETE FROM dbz_types WHERE id = 10")
 
     source = conn.source(f"{conn.prefix}-ops", include_transaction_topic=True)
-    source.open(lambda streams: {})
+    cp = _open(source)
     try:
-        events = _collect(source, lambda evs: any(e.op is Op.DELETE and e.key == {"id": 10} for e in evs))
+        events = _collect(source, checkpoint=cp, until=lambda evs: any(e.op is Op.DELETE and e.key == {"id": 10} for e in evs))
     finally:
         source.close()
-    rows = [e for e in _rows_of(events) if e.table is not None]
+    arrived = [e for e in _rows_of(events) if e.table is not None]
+    # partitions interleave freely; the position gives the commit order back
+    rows = sorted(arrived, key=lambda e: e.position)
+    for id_ in (1, 10):   # within one key (one partition) arrival order is commit order
+        same_key = [e.position for e in arrived if e.key == {"id": id_}]
+        assert same_key == sorted(same_key)
     ops = [(e.op, e.key["id"]) for e in rows if e.key]
     assert ops == [(Op.READ, 1), (Op.UPDATE, 1), (Op.UPDATE, 1), (Op.DELETE, 1), (Op.CREATE, 10), (Op.DELETE, 10)]
     read, big, small, pk_del, pk_new, last = rows
@@ -294,9 +309,9 @@ def test_updates_toast_pk_change_delete_and_positions(pgdb: PgDb, connector_fact
     assert pk_del.origin["new_key"] == {"id": 10} and pk_new.origin["old_key"] == {"id": 1}
     assert pk_del.before == {"id": 1}                   # key-only before-image (REPLICA IDENTITY DEFAULT)
     assert last.before == {"id": 10} and last.after is None
-    # commit order: strictly increasing positions, one commit_lsn per transaction
+    # one position per event, one commit_lsn per transaction
     positions = [e.position for e in rows]
-    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    assert len(set(positions)) == len(positions)
     assert pk_del.position.commit_lsn == pk_new.position.commit_lsn and pk_del.tx_id == pk_new.tx_id
     # sequence[0] of a transaction is the LSN of the previous transaction's COMMIT:
     # above every change LSN of that transaction, at most the WAL position right after it committed
@@ -312,6 +327,11 @@ def test_single_owner_handover_resumes_from_checkpoint_and_ack_commits(
         pgdb: PgDb, connector_factory: Callable[..., Connector]) -> None:  # noqa: F811
     _setup_table(pgdb)
     conn = connector_factory()
+    admin = KafkaAdminClient(bootstrap_servers=KAFKA_BOOTSTRAP)
+    try:  # two partitions for the data topic, whoever would otherwise create it first
+        admin.create_topics([NewTopic(conn.topic, 2, 1)])
+    finally:
+        admin.close()
     conn.start()
     for i in range(1, 41):
         _exec(pgdb, "INSERT INTO dbz_types (id, name) VALUES (%s, %s)", i, f"n{i}")
@@ -325,26 +345,48 @@ def test_single_owner_handover_resumes_from_checkpoint_and_ack_commits(
         return {s: sink[s] for s in streams if s in sink}
 
     a, b = conn.source(group), conn.source(group)
+    data_streams = [f"{conn.topic}:0", f"{conn.topic}:1"]
+    seen_a: list[ChangeEvent] = []
+
+    def poll_into_a(batch: Any) -> None:
+        assert not batch.poison
+        seen_a.extend(batch.events)
+        sink.update(batch.checkpoint)
+        a.ack(batch.checkpoint)
+
     a.open(resume)
-    b.open(resume)
     try:
-        seen_a: list[ChangeEvent] = []
+        # a alone: it becomes the owner (all partitions, once the metadata shows them all)
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and len({e.key["id"] for e in seen_a if e.key}) < 20:
-            for src, bucket in ((a, seen_a), (b, None)):
-                batch = src.poll(7, 0.2)
+        while time.monotonic() < deadline and not (set(data_streams) <= set(a.assigned_streams())
+                                                   and len({e.key["id"] for e in seen_a if e.key}) >= 10):
+            batch = a.poll(7, 0.2)
+            if batch is not None:
+                poll_into_a(batch)
+        assert set(data_streams) <= set(a.assigned_streams()), (a.assigned_streams(), a.consumer.partitions_for_topic(conn.topic))
+        # b joins: a stable generation with 2 members, yet a keeps every partition and b gets nothing
+        b.open(resume)
+        admin = KafkaAdminClient(bootstrap_servers=KAFKA_BOOTSTRAP)
+        try:
+            deadline = time.monotonic() + 60
+            desc: dict[str, Any] = {}
+            rounds_stable = 0
+            while time.monotonic() < deadline and rounds_stable < 3:
+                batch = a.poll(7, 0.2)
                 if batch is not None:
-                    assert bucket is not None, "the standby received records"
-                    assert not batch.poison
-                    bucket.extend(batch.events)
-                    sink.update(batch.checkpoint)
-                    src.ack(batch.checkpoint)
+                    poll_into_a(batch)
+                assert b.poll(7, 0.2) is None, "the standby received records"
+                desc = admin.describe_groups([group])[group]
+                stable = desc["group_state"] == "Stable" and len(desc["members"]) == 2
+                rounds_stable = rounds_stable + 1 if stable else 0
+            assert desc.get("group_state") == "Stable" and len(desc.get("members", [])) == 2, desc
+        finally:
+            admin.close()
         a_streams, b_streams = a.assigned_streams(), b.assigned_streams()
-        data_streams = [f"{conn.topic}:0", f"{conn.topic}:1"]
-        assert set(data_streams) <= set(a_streams) and heartbeat_topic(conn.prefix) + ":0" in a_streams
+        assert set(data_streams) <= set(a_streams) and heartbeat_topic(conn.prefix) + ":0" in a_streams, (a_streams, b_streams, desc)
         assert b_streams == []
         ids_a = {e.key["id"] for e in seen_a if e.key}
-        assert len(ids_a) >= 20
+        assert len(ids_a) >= 10
         # ack committed the checkpoint to Kafka (lag visibility)
         admin = KafkaAdminClient(bootstrap_servers=KAFKA_BOOTSTRAP)
         try:
@@ -356,6 +398,8 @@ def test_single_owner_handover_resumes_from_checkpoint_and_ack_commits(
         # hand over: stop the owner, the standby takes everything and resumes from the sink's checkpoint
         a.close()
         handed = dict(sink)
+        for i in range(41, 61):   # more changes while nobody owns the partitions
+            _exec(pgdb, "INSERT INTO dbz_types (id, name) VALUES (%s, %s)", i, f"n{i}")
         seen_b: list[ChangeEvent] = []
         first_offset: dict[str, int] = {}
         deadline = time.monotonic() + 90
@@ -365,9 +409,10 @@ def test_single_owner_handover_resumes_from_checkpoint_and_ack_commits(
                 for e in batch.events:
                     first_offset.setdefault(f"{e.origin['topic']}:{e.origin['partition']}", int(e.origin["offset"]))
                 seen_b.extend(batch.events)
-            if {e.key["id"] for e in seen_a + seen_b if e.key} >= set(range(1, 41)):
+            if {e.key["id"] for e in seen_a + seen_b if e.key} >= set(range(1, 61)) and \
+                    set(data_streams) <= set(b.assigned_streams()):
                 break
-        assert {e.key["id"] for e in seen_a + seen_b if e.key} >= set(range(1, 41)), "events lost in the handover"
+        assert {e.key["id"] for e in seen_a + seen_b if e.key} >= set(range(1, 61)), "events lost in the handover"
         assert set(data_streams) <= set(b.assigned_streams())
         assert asked[-1] == b.assigned_streams()
         for stream, offset in first_offset.items():
@@ -400,9 +445,9 @@ def test_position_orders_concurrent_transactions_by_commit(pgdb: PgDb,
         t1.close()
         t2.close()
     source = conn.source(f"{conn.prefix}-order")
-    source.open(lambda streams: {})
+    cp = _open(source)
     try:
-        events = _collect(source, lambda evs: {1, 2} <= {e.key["id"] for e in evs if e.key})
+        events = _collect(source, checkpoint=cp, until=lambda evs: {1, 2} <= {e.key["id"] for e in evs if e.key})
     finally:
         source.close()
     by_id = {e.key["id"]: e for e in events if e.key}
@@ -438,3 +483,21 @@ def test_decoder_refuses_schemaless_real_records_without_hints(pgdb: PgDb,
     want = _pg_rows(pgdb)[1]
     for col in COLUMNS:
         assert ev.after[col] == want[col], (col, ev.after[col], want[col])
+
+
+def test_subscribing_does_not_create_missing_topics(pgdb: PgDb, connector_factory: Callable[..., Connector]) -> None:  # noqa: F811
+    """A projection may name a table Debezium has not written yet: its topic must not be auto-created."""
+    conn = connector_factory()
+    source = conn.source(f"{conn.prefix}-nocreate")
+    source.open(lambda streams: {})
+    try:
+        for _ in range(5):
+            assert source.poll(10, 0.3) is None
+        assert source.assigned_streams() == []
+    finally:
+        source.close()
+    admin = KafkaAdminClient(bootstrap_servers=KAFKA_BOOTSTRAP)
+    try:
+        assert [t for t in admin.list_topics() if conn.prefix in t] == []
+    finally:
+        admin.close()

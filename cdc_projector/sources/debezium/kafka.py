@@ -56,6 +56,21 @@ def parse_stream_id(stream: str) -> TopicPartition:
     return TopicPartition(topic, int(part))
 
 
+def _forbid_topic_auto_creation(consumer: KafkaConsumer) -> None:
+    """Make sure subscribing never creates a topic.
+
+    kafka-python 3.0.x does not pass ``allow_auto_create_topics`` on to the
+    cluster metadata of its network client, so a subscription to a table topic
+    Debezium has not created yet would create it (with the broker's default
+    partition count, not the connector's). Set it where the metadata requests
+    are built.
+    """
+    cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+    config = getattr(cluster, "config", None)
+    if isinstance(config, dict):
+        config["allow_auto_create_topics"] = False
+
+
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, source: "DebeziumKafkaSource") -> None:
         self.source = source
@@ -121,6 +136,7 @@ class DebeziumKafkaSource:
         except KafkaError as exc:
             raise SourceError(f"cannot connect a Kafka consumer for group {self.group_id} to {self.bootstrap_servers}: {exc}",
                               hint="check runtime.kafka.bootstrap_servers and that the broker runs") from exc
+        _forbid_topic_auto_creation(self._consumer)
         self._consumer.subscribe(self.topics, listener=_Listener(self))
         log.info("kafka source: group %s subscribed to %s", self.group_id, ", ".join(self.topics))
 
