@@ -289,10 +289,14 @@ def test_updates_toast_pk_change_delete_and_positions(pgdb: PgDb, connector_fact
     _exec(pgdb, "UPDATE dbz_types SET id = 10 WHERE id = 1")              # primary-key change
     _exec(pgdb, "DELETE FROM dbz_types WHERE id = 10")
 
-    source = conn.source(f"{conn.prefix}-ops", include_transaction_topic=True)
+    source = conn.source(f"{conn.prefix}-ops", include_transaction_topic=True, metadata_max_age_ms=2000)
+
+    def done(evs: list[ChangeEvent]) -> bool:   # the transaction topic may be discovered after the others
+        return any(e.op is Op.DELETE and e.key == {"id": 10} for e in evs) and \
+            {"BEGIN", "END"} <= {e.message.get("status") for e in evs if e.op is Op.HEARTBEAT and e.message}
     cp = _open(source)
     try:
-        events = _collect(source, checkpoint=cp, until=lambda evs: any(e.op is Op.DELETE and e.key == {"id": 10} for e in evs))
+        events = _collect(source, checkpoint=cp, until=done)
     finally:
         source.close()
     arrived = [e for e in _rows_of(events) if e.table is not None]
