@@ -12,7 +12,7 @@ import time
 import uuid
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import pymongo
 import pytest
@@ -20,7 +20,7 @@ import yaml
 
 from cdc_projector.config.models import ProjectFile
 from cdc_projector.engine.app import Project
-from cdc_projector.engine.runner import Pipeline
+from cdc_projector.engine.runner import Runner
 from cdc_projector.sample.seed import seed
 from cdc_projector.sample.workload import run_workload
 from tests.support import oracle
@@ -57,16 +57,45 @@ def mongo_db() -> Iterator[str]:
     client.close()
 
 
-def catch_up(pipelines: list[Pipeline], deadline_s: float = 180.0) -> None:
-    """Step every pipeline until each has seen 3 idle polls in a row with no backlog."""
-    idle = {p.plan.name: 0 for p in pipelines}
+class Running:
+    """The pipelines of a project running in threads (as `cdc-projector run` does)."""
+
+    def __init__(self, project: ProjectFile, names: Sequence[str] = ()) -> None:
+        self.opened = Project.open(project, names)
+        self.runner = Runner(self.opened.pipelines("postgres"))
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.runner.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by stop()
+            self.errors.append(exc)
+
+    def alive(self) -> None:
+        assert not self.errors, self.errors
+        assert self.thread.is_alive(), "the runner stopped"
+
+    def stop(self) -> None:
+        self.runner.stop.set()
+        self.thread.join(timeout=120)
+        self.opened.close()
+        assert not self.errors, self.errors
+
+
+def wait_until(check: Callable[[], None], alive: Callable[[], None], deadline_s: float = 240.0) -> None:
+    """Retry ``check`` (an assertion) until it passes; re-raise its last failure at the deadline."""
     end = time.monotonic() + deadline_s
-    while any(v < 3 for v in idle.values()):
-        assert time.monotonic() < end, f"projectors did not catch up: {idle}"
-        for p in pipelines:
-            n = p.step()
-            behind = sum(p.source.backlog().values()) if n == 0 else 1
-            idle[p.plan.name] = idle[p.plan.name] + 1 if n == 0 and behind == 0 else 0
+    while True:
+        alive()
+        try:
+            check()
+            return
+        except AssertionError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(2.0)
 
 
 def _align(expected: Any, actual: Any) -> Any:
@@ -103,19 +132,13 @@ def test_direct_source_matches_oracle_across_restarts(pgdb: PgDb, mongo_db: str)
     project = ProjectFile.model_validate(project_dict(pgdb, mongo_db, f"t_{uuid.uuid4().hex[:8]}"))
     collections = {n: project.projections[n].collection or n for n in DOCS}
     for round_no in range(3):
-        opened = Project.open(project)
-        pipelines = opened.pipelines("postgres")
+        running = Running(project)
         try:
-            for p in pipelines:
-                p.open()
             if round_no:
                 run_workload(pgdb.dsn, ops=150, seed=round_no)
-            catch_up(pipelines)
-            check_oracle(pgdb.dsn, mongo_db, collections)
+            wait_until(lambda: check_oracle(pgdb.dsn, mongo_db, collections), running.alive)
         finally:
-            for p in pipelines:
-                p.close()
-            opened.close()
+            running.stop()
 
 
 def test_expression_error_dead_letters_one_row_others_flow(pgdb: PgDb, mongo_db: str) -> None:  # noqa: F811
@@ -129,21 +152,21 @@ def test_expression_error_dead_letters_one_row_others_flow(pgdb: PgDb, mongo_db:
         sku = cur.fetchone()[0]
         cur.execute("UPDATE products SET stock = 0 WHERE sku = %s", (sku,))
         cur.execute("UPDATE products SET stock = 1 WHERE sku <> %s", (sku,))
-    opened = Project.open(project, ["bad_ratio"])
-    pipelines = opened.pipelines("postgres")
+    running = Running(project, ["bad_ratio"])
+    store = running.opened.sinks["docs"].dead_letters()
+    client = pymongo.MongoClient(MONGODB_URL)
     try:
-        pipelines[0].open()
-        catch_up(pipelines)
-        letters = opened.sinks["docs"].dead_letters().list("bad_ratio")
-        assert len(letters) == 1 and "division by zero" in letters[0].reason.lower()
-        assert letters[0].events and letters[0].events[0].key == {"sku": sku}
-        client = pymongo.MongoClient(MONGODB_URL)
-        ids = {d["_id"] for d in client[mongo_db]["bad_ratio"].find({})}
-        client.close()
-        assert sku not in ids and len(ids) == 9
+        def settled() -> None:
+            letters = store.list("bad_ratio")
+            assert len(letters) == 1, letters
+            assert "division by zero" in letters[0].reason.lower(), letters[0].reason
+            assert letters[0].events and letters[0].events[0].key == {"sku": sku}
+            ids = {d["_id"] for d in client[mongo_db]["bad_ratio"].find({})}
+            assert sku not in ids and len(ids) == 9, ids
+        wait_until(settled, running.alive, deadline_s=120)
     finally:
-        pipelines[0].close()
-        opened.close()
+        client.close()
+        running.stop()
 
 
 def _run_cli(config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -174,24 +197,12 @@ def test_sigkill_mid_workload_then_restart_matches_oracle(pgdb: PgDb, mongo_db: 
         try:
             project = ProjectFile.model_validate(yaml.safe_load(config.read_text()))
             collections = {n: project.projections[n].collection or n for n in DOCS}
-            _wait_oracle(pgdb.dsn, mongo_db, collections, proc, log)
+            def alive() -> None:
+                assert proc.poll() is None, log.read_text()[-3000:]
+            wait_until(lambda: check_oracle(pgdb.dsn, mongo_db, collections), alive)
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
     finally:
         stop.set()
         writer.join()
-
-
-def _wait_oracle(dsn: str, mongo_db: str, collections: dict[str, str], proc: subprocess.Popen[bytes],
-                 log: Path, deadline_s: float = 180.0) -> None:
-    end = time.monotonic() + deadline_s
-    while True:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            check_oracle(dsn, mongo_db, collections)
-            return
-        except AssertionError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(2.0)

@@ -1,0 +1,136 @@
+"""Pipeline behaviour: ack only after the sink wrote, outage retried without loss, poison isolated."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import pytest
+
+from cdc_projector.config.models import Projection
+from cdc_projector.engine.deadletter import DeadLetter, event_from_json, event_to_json
+from cdc_projector.engine.memory import MemoryTarget
+from cdc_projector.engine.plan import build_plan
+from cdc_projector.engine.runner import Backoff, Pipeline
+from cdc_projector.errors import SinkUnavailable
+from cdc_projector.events import ChangeEvent, Op, Position
+from cdc_projector.sinks.base import StoredCheckpoint, ViewChange, WriteStats
+from cdc_projector.sources.base import Batch, Checkpoint, ResumeFn
+from tests.unit.test_engine_cases import CUSTOMERS, PROFILE, Events
+
+
+class ListSource:
+    """A source over a fixed list of batches (our own Source protocol, in memory)."""
+
+    def __init__(self, batches: list[Batch]) -> None:
+        self.batches = list(batches)
+        self.acked: list[Checkpoint] = []
+        self.resumed: Checkpoint | None = None
+
+    def open(self, resume: ResumeFn) -> None:
+        self.resumed = resume(["s"])
+
+    def poll(self, max_events: int, timeout_s: float) -> Batch | None:
+        return self.batches.pop(0) if self.batches else None
+
+    def ack(self, checkpoint: Checkpoint) -> None:
+        self.acked.append(dict(checkpoint))
+
+    def backlog(self) -> dict[str, int]:
+        return {"s": len(self.batches)}
+
+    def close(self) -> None:
+        pass
+
+
+class FlakyTarget(MemoryTarget):
+    """Fails ``failures`` writes with SinkUnavailable, then works."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.log: list[str] = []
+
+    def write(self, changes: Sequence[ViewChange], rows: Sequence[Any],
+              checkpoint: StoredCheckpoint | None) -> WriteStats:
+        if self.failures:
+            self.failures -= 1
+            self.log.append("fail")
+            raise SinkUnavailable("down")
+        self.log.append("write")
+        return super().write(changes, rows, checkpoint)
+
+
+class ListLetters:
+    def __init__(self) -> None:
+        self.items: dict[str, DeadLetter] = {}
+
+    def put(self, letter: DeadLetter) -> None:
+        self.items.setdefault(letter.id, letter)
+
+    def list(self, projection: str, status: str | None = "open") -> list[DeadLetter]:
+        return [x for x in self.items.values() if status is None or x.status == status]
+
+    def get(self, projection: str, letter_id: str) -> DeadLetter | None:
+        return self.items.get(letter_id)
+
+    def resolve(self, projection: str, letter_id: str, status: str, resolution: dict[str, Any]) -> None:
+        self.items[letter_id].status = status
+
+
+def _pipeline(batches: list[Batch], target: MemoryTarget) -> tuple[Pipeline, ListSource, ListLetters]:
+    plan = build_plan("profile", Projection.model_validate(PROFILE))
+    source, letters = ListSource(batches), ListLetters()
+    p = Pipeline(plan, source, target, letters, backoff=Backoff(first_s=0.0, max_s=0.0))
+    return p, source, letters
+
+
+def test_outage_is_retried_and_ack_follows_the_write() -> None:
+    e = Events()
+    target = FlakyTarget(failures=3)
+    p, source, _ = _pipeline([Batch([e.customer(1)], {"s": 5}), Batch([e.customer(2)], {"s": 9})], target)
+    p.open()
+    assert source.resumed == {}
+    p.step()
+    assert target.log == ["fail", "fail", "fail", "write"] and source.acked == [{"s": 5}]
+    p.step()
+    assert source.acked == [{"s": 5}, {"s": 9}] and p.stats.sink_retries == 3
+    assert {d[0]["id"] for d in target.documents.values()} == {1, 2}
+    assert target.checkpoint is not None and target.checkpoint.streams == {"s": 9}
+
+
+def test_resume_from_stored_checkpoint() -> None:
+    target = MemoryTarget()
+    target.checkpoint = StoredCheckpoint({"s": 42, "other": 1})
+    p, source, _ = _pipeline([], target)
+    p.open()
+    assert source.resumed == {"s": 42}
+
+
+def test_stop_during_outage_acknowledges_nothing() -> None:
+    from cdc_projector.engine.runner import Stopped
+    e = Events()
+    target = FlakyTarget(failures=10 ** 6)
+    p, source, _ = _pipeline([Batch([e.customer(1)], {"s": 5})], target)
+    p.backoff = Backoff(first_s=0.01, max_s=0.01)
+    p.open()
+    p.stop.set()
+    with pytest.raises(Stopped):
+        p.step()
+    assert source.acked == []
+
+
+def test_poison_goes_to_dead_letters_and_the_rest_flows() -> None:
+    e = Events()
+    bad = ChangeEvent(Op.UPDATE, CUSTOMERS, None, None, {"id": 3}, Position(5, 0))
+    batch = Batch([bad, e.customer(1)], {"s": 3}, poison=[(b"\xff{", {"topic": "t"}, "not JSON")])
+    p, source, letters = _pipeline([batch], MemoryTarget())
+    p.open()
+    p.step()
+    reasons = sorted(x.reason for x in letters.items.values())
+    assert len(reasons) == 2 and reasons[0].startswith("cannot apply event") and "not JSON" in reasons[1]
+    assert source.acked == [{"s": 3}] and p.stats.dead_letters == 2
+
+
+def test_dead_letter_event_json_round_trip() -> None:
+    e = Events()
+    ev = e.order(1, 2, "3.10")
+    assert event_from_json(event_to_json(ev)) == ev
