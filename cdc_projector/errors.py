@@ -104,3 +104,7 @@ class ProcessNotRunning(OpsError):
 
 class WaitTimeout(OpsError):
     """A read-your-writes wait ended before the projections applied the requested LSN."""
+
+
+class RebuildError(CdcProjectorError):
+    """A rebuild or verify could not build, catch up, swap or compare a view."""
