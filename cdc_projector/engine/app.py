@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 from ..config.models import ProjectFile
 from ..errors import ConfigError
+from ..events import TableId
+from ..expr.types import SqlType
 from ..sinks.base import ProjectionTarget, Sink, connect_with_retry, open_sink
 from ..sources.base import Source
 from .plan import ProjectionPlan, build_plans
@@ -50,6 +52,18 @@ def make_source(kind: SourceKind, project: ProjectFile, plan: ProjectionPlan) ->
     raise ConfigError(f"unknown source {kind!r}", hint="use --source postgres or --source kafka")
 
 
+def source_catalog(project: ProjectFile, dsn: str | None = None) -> dict[TableId, dict[str, SqlType]]:
+    """Column types of every source table the projections read (root, lookups, embeds),
+    from the catalog of ``dsn`` (default ``source.dsn``); pass it to :meth:`Project.open`."""
+    from ..sources.postgres.catalog import read_catalog
+    tables = {TableId.parse(t) for p in project.projections.values()
+              for t in [p.from_, *(lk.from_ for lk in p.lookups.values()), *(e.from_ for e in p.embeds.values())]}
+    dsn = dsn or project.source.dsn
+    if not dsn:
+        raise ConfigError("source.dsn is not set", hint="set source.dsn (or SOURCE_DSN)")
+    return {t: dict(info.columns) for t, info in read_catalog(dsn, tables).items()}
+
+
 @dataclass
 class Project:
     """Plans, connected sinks and targets of the selected projections."""
@@ -61,8 +75,11 @@ class Project:
 
     @classmethod
     def open(cls, project: ProjectFile, names: Sequence[str] = (), *,
-             connect_attempts: int = 3) -> "Project":
-        plans = build_plans(project.projections, names)
+             connect_attempts: int = 3,
+             catalog: Mapping[TableId, Mapping[str, SqlType]] | None = None) -> "Project":
+        """Plan the projections (typed by ``catalog`` when given: source column types, which
+        ClickHouse min/max measures need), connect their sinks, open their targets."""
+        plans = build_plans(project.projections, names, catalog)
         opened = cls(project, plans)
         try:
             for plan in plans:
