@@ -31,11 +31,11 @@ def current_lsn(conn: Any) -> str:
     if isinstance(conn, str):
         import psycopg2
 
-        with psycopg2.connect(conn) as c:
-            try:
-                return current_lsn(c)
-            finally:
-                c.close()
+        c = psycopg2.connect(conn)
+        try:
+            return current_lsn(c)
+        finally:
+            c.close()
     with conn.cursor() as cur:
         cur.execute("SELECT pg_current_wal_lsn()::text")
         return str(cur.fetchone()[0])
