@@ -1,0 +1,132 @@
+"""Opening what ``rebuild`` and ``verify`` need, in their own process or inside ``run``.
+
+Where they may run:
+
+* **MongoDB / FerretDB and ClickHouse servers**: in their own process (the CLI). A
+  running ``cdc-projector run`` is asked over its ops API to pause and resume the
+  live pipeline around the swap.
+* **embedded chDB**: chDB holds an exclusive lock on its data directory, so while
+  ``run`` is running only that process can open the sink. The CLI then refuses and
+  points at the process's API; ``run`` executes the rebuild in a thread of its own
+  (:func:`start_in_process`) with :class:`~.live.InProcessLive`. When no process runs,
+  the CLI opens chDB itself.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..config.models import ProjectFile
+from ..engine.app import slot_for
+from ..engine.plan import ProjectionPlan, build_plans
+from ..errors import ConfigError, RebuildError
+from ..sinks.base import Sink, connect_with_retry, open_sink
+from .live import LiveControl, NoLive, OpsLive, StoppedProbe, kafka_group_idle, pg_slot_idle
+
+
+def is_embedded(project: ProjectFile, sink_name: str) -> bool:
+    """Is this sink an embedded chDB (locked by whichever process opened it)?"""
+    cfg = project.sinks[sink_name]
+    return cfg.type == "clickhouse" and (not cfg.url or cfg.url.startswith("chdb:"))
+
+
+def plan_of(project: ProjectFile, name: str) -> ProjectionPlan:
+    if name not in project.projections:
+        raise ConfigError(f"no projection named {name!r}",
+                          hint=f"declared: {', '.join(sorted(project.projections)) or 'none'}")
+    return build_plans(project.projections, [name])[0]
+
+
+def open_sink_for(project: ProjectFile, plan: ProjectionPlan) -> Sink:
+    if plan.sink not in project.sinks:
+        raise ConfigError(f"projection {plan.name!r}: sink {plan.sink!r} is not declared")
+    sink = open_sink(plan.sink, project.sinks[plan.sink])
+    connect_with_retry(sink, attempts=3)
+    return sink
+
+
+def stopped_probe(project: ProjectFile, name: str, live_source: str) -> StoppedProbe:
+    """How to see from outside that nothing consumes the live projection's source."""
+    if live_source == "kafka":
+        from ..sources.debezium.kafka import group_id_for
+        kafka = project.runtime.kafka
+        return kafka_group_idle(kafka.bootstrap_servers, group_id_for(kafka.group_id, name))
+    if not project.source.dsn:
+        raise RebuildError("source.dsn is not set", hint="set source.dsn to the legacy database's DSN")
+    return pg_slot_idle(project.source.dsn, slot_for(project.source.slot_name, name))
+
+
+def live_control(project: ProjectFile, plan: ProjectionPlan, sink: Sink, live_source: str,
+                 url: str | None) -> LiveControl:
+    """:class:`OpsLive` when a running process serves the projection, else :class:`NoLive`."""
+    from ..ops.client import OpsClient, url_for
+    client = OpsClient(url or url_for(project.runtime.http.bind, project.runtime.http.port))
+    probe = stopped_probe(project, plan.name, live_source)
+    target = sink.projection(plan)
+
+    def checkpoint() -> Any:
+        ck = target.load_checkpoint()
+        return None if ck is None else (sorted(ck.streams.items()), ck.position)
+    found = OpsLive.detect(client, plan.name, probe, checkpoint)
+    return found if found is not None else NoLive(probe)
+
+
+def running_process(project: ProjectFile, url: str | None) -> bool:
+    """Does a ``cdc-projector run`` process answer on the configured ops address?"""
+    from ..errors import ProcessNotRunning
+    from ..ops.client import OpsClient, url_for
+    client = OpsClient(url or url_for(project.runtime.http.bind, project.runtime.http.port), timeout_s=2.0)
+    try:
+        client.status()
+    except ProcessNotRunning:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- inside `run`
+@dataclass
+class InProcessJobs:
+    """Rebuilds started inside a running process (one at a time per projection)."""
+
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        with self.lock:
+            job = self.jobs.get(name)
+            if job is not None and job.get("state") == "running":
+                return {"ok": False, "error": f"a rebuild of {name} is already running", "job": job}
+            job = {"state": "running", "projection": name}
+            self.jobs[name] = job
+
+        def run() -> None:
+            try:
+                job.update(work())
+                job["state"] = "done"
+            except Exception as exc:  # noqa: BLE001 - reported through the job
+                job.update(state="failed", error=str(exc))
+        threading.Thread(target=run, name=f"rebuild-{name}", daemon=True).start()
+        return {"ok": True, "job": job}
+
+
+def start_in_process(project: ProjectFile, sinks: dict[str, Sink], telemetry: Any, name: str, *,
+                     mode: str = "snapshot", live_source: str = "postgres", swap: bool = True,
+                     jobs: InProcessJobs | None = None) -> dict[str, Any]:
+    """Start a rebuild of ``name`` in a thread of the running process (for embedded chDB)."""
+    from .build import Rebuilder
+    from .live import InProcessLive
+    plan = plan_of(project, name)
+    sink = sinks[plan.sink]
+    target = sink.projection(plan)
+    probe = stopped_probe(project, name, live_source)
+
+    def checkpoint() -> Any:
+        ck = target.load_checkpoint()
+        return None if ck is None else (sorted(ck.streams.items()), ck.position)
+    live = InProcessLive(telemetry.get(name), probe, checkpoint)
+
+    def work() -> dict[str, Any]:
+        return Rebuilder(project, sink, plan, live, mode=mode,  # type: ignore[arg-type]
+                         live_source=live_source, swap=swap).run().as_dict()  # type: ignore[arg-type]
+    return (jobs or InProcessJobs()).start(name, work)
