@@ -5,5 +5,6 @@ __version__ = "0.1.0"
 
 from .errors import CdcProjectorError
 from .events import ChangeEvent, Op, Position, TableId
+from .ops.wait import current_lsn, wait_for
 
-__all__ = ["CdcProjectorError", "ChangeEvent", "Op", "Position", "TableId", "__version__"]
+__all__ = ["CdcProjectorError", "ChangeEvent", "Op", "Position", "TableId", "__version__", "current_lsn", "wait_for"]
