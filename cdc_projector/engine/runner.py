@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, TypeVar
 
-from ..errors import CdcProjectorError, SinkUnavailable
+from ..errors import CdcProjectorError, SinkUnavailable, SourceError
 from ..sources.base import Batch, Checkpoint, Source
 from ..sinks.base import ProjectionTarget, StoredCheckpoint
 from .deadletter import DeadLetter, DeadLetterStore, letter_id
@@ -169,7 +169,10 @@ class Pipeline:
         self.open()
         try:
             while not self.stop.is_set():
-                self.step()
+                try:
+                    self.step()
+                except SourceError as exc:
+                    self._reconnect_source(exc)
         except Stopped:
             log.info("%s: stopped during a sink outage; the batch in hand will be replayed", self.plan.name)
         except BaseException as exc:
@@ -179,6 +182,29 @@ class Pipeline:
             self.close()
             if self.observer is not None:
                 self.observer.stopped(error)
+
+    def _reconnect_source(self, exc: SourceError) -> None:
+        """The source failed mid-stream (connection lost, walsender timeout, broker gone):
+        close it and reopen from the sink's checkpoint with backoff. Nothing unacknowledged
+        was acknowledged, so the replay is exact (redelivered events are ignored by position)."""
+        delays = self.backoff.delays()
+        while True:
+            self.stats.last_error = str(exc)
+            if self.observer is not None:
+                self.observer.failed(exc, self.source)
+            delay = next(delays)
+            log.warning("%s: source failed: %s; reconnecting in %.1fs", self.plan.name, exc, delay)
+            try:
+                self.source.close()
+            except CdcProjectorError:
+                pass
+            if self.stop.wait(delay):
+                raise Stopped(f"{self.plan.name}: stopped while the source was unavailable") from exc
+            try:
+                self.open()
+                return
+            except SourceError as again:
+                exc = again
 
     # ------------------------------------------------------------------
     def _retry(self, fn: Callable[[], T]) -> T:

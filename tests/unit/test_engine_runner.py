@@ -134,3 +134,52 @@ def test_dead_letter_event_json_round_trip() -> None:
     e = Events()
     ev = e.order(1, 2, "3.10")
     assert event_from_json(event_to_json(ev)) == ev
+
+
+class DroppingSource(ListSource):
+    """Loses its connection once mid-stream (as a walsender timeout or broker restart does)."""
+
+    def __init__(self, batches: list[Batch], fail_on_poll: int) -> None:
+        super().__init__(batches)
+        self.fail_on_poll = fail_on_poll
+        self.polls = 0
+        self.opens = 0
+        self.closes = 0
+
+    def open(self, resume: ResumeFn) -> None:
+        self.opens += 1
+        super().open(resume)
+
+    def poll(self, max_events: int, timeout_s: float) -> Batch | None:
+        self.polls += 1
+        if self.polls == self.fail_on_poll:
+            from cdc_projector.errors import SourceError
+            raise SourceError("replication stream failed: terminating walsender process")
+        return super().poll(max_events, timeout_s)
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+def test_source_failure_mid_stream_reconnects_from_the_sink_checkpoint() -> None:
+    import threading
+    e = Events()
+    target = MemoryTarget()
+    plan = build_plan("profile", Projection.model_validate(PROFILE))
+    source = DroppingSource([Batch([e.customer(1)], {"s": 5}), Batch([e.customer(2)], {"s": 9})],
+                            fail_on_poll=2)
+    p = Pipeline(plan, source, target, ListLetters(), backoff=Backoff(first_s=0.0, max_s=0.0))
+    p.open()
+    p.step()                                   # batch 1 applied and acked
+    stepper = threading.Thread(target=p.run)   # run() reopens after the failure, then applies batch 2
+    stepper.start()
+    for _ in range(200):
+        if source.acked[-1:] == [{"s": 9}]:
+            break
+        threading.Event().wait(0.01)
+    p.stop.set()
+    stepper.join(timeout=5)
+    assert source.acked == [{"s": 5}, {"s": 9}]
+    assert source.resumed == {"s": 5}          # reopened from what the sink recorded
+    assert source.opens >= 3 and source.closes >= 1
+    assert {d[0]["id"] for d in target.documents.values()} == {1, 2}

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "_cdcp_checkpoints"
 DEADLETTERS = "_cdcp_deadletters"
 _CHUNK = 1000
+#: FerretDB v1 wedges the whole server on one write command of ~45 or more
+#: statements (seen with both its sqlite and postgresql handlers): stay well below.
+_FERRETDB_WRITE_CHUNK = 32
 DEFAULT_URL = "mongodb://127.0.0.1:27017"
 
 
@@ -341,6 +344,8 @@ class MongoSink:
         self._client: Any = None
         #: False on FerretDB v1, which has no Decimal128 (numerics are stored as exact text)
         self.decimal128 = True
+        #: statements per write command (FerretDB v1 needs small ones, see _FERRETDB_WRITE_CHUNK)
+        self.write_chunk = _CHUNK
 
     @property
     def db(self) -> Any:
@@ -364,7 +369,9 @@ class MongoSink:
         except Exception as exc:  # noqa: BLE001
             client.close()
             raise translate(exc, where) from exc
-        self.decimal128 = not str(info.get("ferretdbVersion", "")).startswith("v1.")
+        ferretdb_v1 = str(info.get("ferretdbVersion", "")).startswith("v1.")
+        self.decimal128 = not ferretdb_v1
+        self.write_chunk = _FERRETDB_WRITE_CHUNK if ferretdb_v1 else _CHUNK
         self._client = client
 
     def projection(self, plan: ProjectionPlan) -> MongoProjectionTarget:
@@ -377,9 +384,10 @@ class MongoSink:
 
     def bulk(self, coll: Any, ops: Sequence[Any], what: str) -> None:
         """Ordered bulk writes in chunks; the first failure aborts (as FerretDB does)."""
-        for i in range(0, len(ops), _CHUNK):
+        step = self.write_chunk
+        for i in range(0, len(ops), step):
             try:
-                coll.bulk_write(list(ops[i:i + _CHUNK]), ordered=True)
+                coll.bulk_write(list(ops[i:i + step]), ordered=True)
             except Exception as exc:  # noqa: BLE001
                 raise translate(exc, what) from exc
 
