@@ -67,12 +67,15 @@ class RebuildResult:
     seconds: float
     view: str
     notes: list[str] = field(default_factory=list)
+    #: where the build time went: projector CPU, sink writes (the rest: source reads, swap)
+    engine_s: float = 0.0
+    sink_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"projection": self.name, "shadow": self.shadow, "swapped": self.swapped,
                 "checksum": self.checksum, "rows": self.rows, "events": self.events,
                 "position": self.position, "seconds": round(self.seconds, 3), "view": self.view,
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "engine_s": round(self.engine_s, 3), "sink_s": round(self.sink_s, 3)}
 
 
 def _user_streams(streams: Mapping[str, int]) -> dict[str, int]:
@@ -381,7 +384,8 @@ class Rebuilder:
         rows = pipeline.stats.events
         return RebuildResult(self.plan.name, self.shadow_plan.name, swapped, digest, rows,
                              pipeline.stats.events, str(ck.position) if ck.position else None,
-                             time.monotonic() - started, view, list(self.notes))
+                             time.monotonic() - started, view, list(self.notes),
+                             pipeline.stats.engine_s, pipeline.stats.sink_s)
 
 
 def applied_lsn(ck: StoredCheckpoint | None) -> int | None:
