@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..errors import ProjectionError
 from ..events import UNCHANGED_TOAST, ChangeEvent, Op, Position, TableId
@@ -82,6 +82,9 @@ class Projector:
             return result
         mirror = BatchMirror(store)
         self._preload(mine, mirror)
+        # rows deleted in this batch, by (table, key id): the create half of a primary-key
+        # change takes its unchanged TOAST values from the row it replaces
+        self._gone: dict[tuple[TableId, str], dict[str, Any]] = {}
 
         affected: dict[str, list[ChangeEvent]] = defaultdict(list)
         fanout: dict[LookupPlan, dict[str, tuple[Any, list[ChangeEvent]]]] = defaultdict(dict)
@@ -110,9 +113,9 @@ class Projector:
         for ev in events:
             if ev.key and ev.table is not None:
                 keys[ev.table].add(key_id(ev.key.values()))
-                old = _old_key(ev)
-                if old is not None:
-                    keys[ev.table].add(key_id(old.values()))
+                for old in (_old_key(ev), _replaced_key(ev)):
+                    if old is not None:
+                        keys[ev.table].add(key_id(old.values()))
         for table, kids in keys.items():
             mirror.preload(table, kids)
 
@@ -134,11 +137,20 @@ class Projector:
         else:
             if ev.after is None:
                 raise ProjectionError(f"{ev.op.value} event on {ev.table} at {ev.position} has no row")
-            self._change(ev, dict(ev.key), ev.after, mirror, affected, fanout)
+            replaced = _replaced_key(ev) or old
+            toast_from = None
+            if replaced is not None:
+                rkid = key_id(replaced.values())
+                toast_from = self._gone.get((ev.table, rkid))
+                if toast_from is None:
+                    prior = mirror.live(ev.table, rkid)
+                    toast_from = prior.row if prior is not None else None
+            self._change(ev, dict(ev.key), ev.after, mirror, affected, fanout, toast_from)
 
     def _change(self, ev: ChangeEvent, key: dict[str, Any], after: Any, mirror: BatchMirror,
                 affected: dict[str, list[ChangeEvent]],
-                fanout: dict[LookupPlan, dict[str, tuple[Any, list[ChangeEvent]]]]) -> None:
+                fanout: dict[LookupPlan, dict[str, tuple[Any, list[ChangeEvent]]]],
+                toast_from: Mapping[str, Any] | None = None) -> None:
         table = ev.table
         assert table is not None
         kid = key_id(key.values())
@@ -148,11 +160,14 @@ class Projector:
             row = None
             if after is not None:
                 row = {}
+                previous = pre.row if pre is not None and pre.row else toast_from
                 for col in self.plan.columns[table]:
                     value = after.get(col, key.get(col))
                     if value is UNCHANGED_TOAST:
-                        value = pre.row.get(col) if pre is not None and pre.row else None
+                        value = previous.get(col) if previous else None
                     row[col] = value
+            elif pre is not None and pre.row:
+                self._gone[(table, kid)] = dict(pre.row)
             post: MirrorRow | None = MirrorRow(table, dict(key), row, ev.position)
             mirror.put(post)   # type: ignore[arg-type]
         else:
@@ -217,6 +232,16 @@ def _note(affected: dict[str, list[ChangeEvent]], kid: str, events: list[ChangeE
             return
         if not bucket or bucket[-1] is not ev:
             bucket.append(ev)
+
+
+def _replaced_key(ev: ChangeEvent) -> dict[str, Any] | None:
+    """The key a CREATE replaces when it is the second half of a primary-key change
+    (sources put it in ``origin['old_key']``: Debezium's ``__debezium.oldkey`` header,
+    the old-key tuple of a pgoutput Update)."""
+    if ev.op != Op.CREATE:
+        return None
+    old = ev.origin.get("old_key") if ev.origin else None
+    return dict(old) if isinstance(old, Mapping) and old else None
 
 
 def _old_key(ev: ChangeEvent) -> dict[str, Any] | None:

@@ -177,6 +177,19 @@ class EngineCases:
         self.feed([e.customer(1, "Ann2", op=Op.UPDATE, email=UNCHANGED_TOAST)])
         assert self.view()[1]["email"] == "ann@x.org" and self.view()[1]["name"] == "Ann2"
 
+    def test_primary_key_change_keeps_unchanged_toast_of_the_old_row(self) -> None:
+        # pgoutput/Debezium deliver a key change as DELETE(old) + CREATE(new) whose unchanged
+        # TOASTed columns are placeholders; the new row must carry the old row's values
+        e = self.ev
+        self.feed(self.base())
+        gone = e.delete(CUSTOMERS, id=1)
+        moved = e.customer(7, "Ann", email=UNCHANGED_TOAST)
+        moved = ChangeEvent(moved.op, moved.table, moved.key, None, moved.after, moved.position,
+                            commit_ts_us=moved.commit_ts_us, origin={"old_key": {"id": 1}})
+        self.feed([gone, moved])
+        v = self.view()
+        assert 1 not in v and v[7]["email"] == "ann@x.org"
+
     def test_stale_event_is_ignored(self) -> None:
         e = self.ev
         old = e.customer(1, "Old", op=Op.UPDATE)
