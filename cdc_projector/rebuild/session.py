@@ -35,7 +35,11 @@ def plan_of(project: ProjectFile, name: str) -> ProjectionPlan:
     if name not in project.projections:
         raise ConfigError(f"no projection named {name!r}",
                           hint=f"declared: {', '.join(sorted(project.projections)) or 'none'}")
-    return build_plans(project.projections, [name])[0]
+    catalog = None
+    if project.source.dsn:               # typed plans, as `run` builds them (ClickHouse needs the types)
+        from ..engine.app import source_catalog
+        catalog = source_catalog(project)
+    return build_plans(project.projections, [name], catalog)[0]
 
 
 def open_sink_for(project: ProjectFile, plan: ProjectionPlan) -> Sink:

@@ -19,8 +19,9 @@ from typing import Any, Iterator
 import pytest
 
 from cdc_projector.config.loader import load_config
-from cdc_projector.engine.app import Project
+from cdc_projector.engine.app import Project, source_catalog
 from cdc_projector.engine.runner import Runner
+from cdc_projector.errors import SinkError
 from cdc_projector.ops.runtime import attach
 from cdc_projector.rebuild.session import InProcessJobs, plan_of, start_in_process
 from cdc_projector.rebuild.verify import verify
@@ -46,7 +47,7 @@ class InProcess:
                            {"analytics": {"type": "clickhouse", "url": f"chdb://{tmp / 'ch'}",
                                           "database": "analytics"}}, free_port())
         self.project = load_config(str(cfg)).project
-        self.opened = Project.open(self.project, NAMES)
+        self.opened = Project.open(self.project, NAMES, catalog=source_catalog(self.project))
         pipelines = self.opened.pipelines("postgres")
         self.ops = attach(self.project, pipelines, config_path=str(cfg), source_kind="postgres", serve=False)
         self.runner = Runner(pipelines)
@@ -87,7 +88,11 @@ class InProcess:
     def check_oracle(self, name: str) -> None:
         expected = oracle.expected(self.db.dsn, name)
         assert expected, f"the oracle view {name} is empty"
-        problems = oracle.diff(expected, self.actual(name))
+        try:
+            actual = self.actual(name)
+        except SinkError as exc:        # not created yet
+            raise AssertionError(str(exc)) from exc
+        problems = oracle.diff(expected, actual)
         assert not problems, "\n".join(problems)
 
     def rebuild(self, name: str) -> dict[str, Any]:
