@@ -85,6 +85,12 @@ def validate(config_path: str, source_check: bool | None, as_json: bool) -> None
 def describe(sink_type: str, name: str, proj: Projection) -> list[str]:
     """What a projection would create: the sink's planner if registered, else target and fields."""
     from ..sinks.base import PLANNERS
+    if sink_type not in PLANNERS:      # sink packages register their planner on import
+        import importlib
+        try:
+            importlib.import_module(f"cdc_projector.sinks.{sink_type}")
+        except ImportError:
+            pass
     planner = PLANNERS.get(sink_type)
     if planner is not None:
         return planner(name, proj)
