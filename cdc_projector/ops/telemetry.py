@@ -128,6 +128,7 @@ class ProjectionTelemetry:
         self.dead_letters = 0
         self.recent_letters: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_RECENT_LETTERS)
         self.rebuild: dict[str, Any] | None = None
+        self.snapshot: dict[str, int] | None = None
         self.started_at = clock()
         self._phase = "starting"            # starting | running | stopped
         self._paused = paused
@@ -228,6 +229,7 @@ class ProjectionTelemetry:
             self.last_applied_at = written_at
             self.last_error = None
             self._phase = "running"
+            self.snapshot = _snapshot_progress(source, batch)
             self.dead_letters += len(letters)
             self.recent_letters.extend(letters)
             self._changed.notify_all()
@@ -356,6 +358,7 @@ class ProjectionTelemetry:
                 "last_error": self.last_error, "last_error_at": self.last_error_at,
                 "dead_letters": self.dead_letters, "recent_dead_letters": list(self.recent_letters)[-10:],
                 "rebuild": self.rebuild,
+                "snapshot": None if self.snapshot is None else {"rows": dict(self.snapshot)},
                 "slo": {"lag_p95_ms": self.slo.lag_p95_ms, "stale_after_s": self.slo.stale_after_s},
             }
         out["state"] = self.state(now)
@@ -433,3 +436,20 @@ class Telemetry:
             "projections": [p.status(history=history, now=now)
                             for n, p in sorted(self.projections.items()) if not wanted or n in wanted],
         }
+
+
+def _snapshot_progress(source: Any, batch: "Batch") -> dict[str, int] | None:
+    """Rows read per table by the source's snapshot in progress, None when none runs.
+
+    Asked of the source (``snapshot_progress()``, the direct PostgreSQL source has
+    it) after each applied batch; a source without it reports a snapshot while the
+    batch holds snapshot rows (``Op.READ``)."""
+    probe = getattr(source, "snapshot_progress", None)
+    if callable(probe):
+        try:
+            rows = probe()
+        except Exception:  # noqa: BLE001 - progress is informative only
+            rows = None
+        return {str(k): int(v) for k, v in rows.items()} if rows else None
+    reads = sum(1 for ev in batch.events if ev.op is Op.READ)
+    return {"*": reads} if reads else None

@@ -192,3 +192,35 @@ def test_process_status_document() -> None:
     doc = t.status(history=True)
     assert [p["name"] for p in doc["projections"]] == ["a", "b"]
     assert doc["process"]["source"] == "postgres" and "history" in doc["projections"][0]
+
+
+class SnapshottingSource(FakeSource):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, int] = {}
+
+    def snapshot_progress(self) -> dict[str, int]:
+        return dict(self.rows)
+
+
+def test_snapshot_in_progress_is_reported_until_it_ends() -> None:
+    clock = Clock()
+    src = SnapshottingSource()
+    p = ProjectionTelemetry("orders", clock=clock)
+    p.opened(None)
+    assert p.status()["snapshot"] is None
+    src.rows = {"public.orders": 500}
+    b, r = batch([ev(5, None, Op.READ)])
+    p.applied(b, r, written_at=clock.t, source=src)
+    assert p.status()["snapshot"] == {"rows": {"public.orders": 500}}
+    src.rows = {}
+    b, r = batch([ev(9, clock.t - 1)])
+    p.applied(b, r, written_at=clock.t, source=src)
+    assert p.status()["snapshot"] is None
+
+
+def test_snapshot_rows_reported_for_a_source_without_progress() -> None:
+    p = ProjectionTelemetry("orders", clock=Clock())
+    b, r = batch([ev(5, None, Op.READ), ev(5, None, Op.READ)])
+    p.applied(b, r, written_at=T0)
+    assert p.status()["snapshot"] == {"rows": {"*": 2}}
