@@ -7,7 +7,7 @@ Every name is derived from a few options so that a demo can run beside others
 what                        default                                        option / environment
 ==========================  =============================================  ========================
 sample database             ``shop`` (the local stack's)                   ``--database`` / ``CDCP_DEMO_DATABASE``
-MongoDB database of views   ``cdcp_demo``                                  ``--mongo-database`` / ``CDCP_DEMO_MONGO_DB``
+MongoDB databases of views  ``cdcp_demo_<projection>``                     ``--mongo-database`` / ``CDCP_DEMO_MONGO_DB``
 data directory (chDB, state) ``~/.cdc-projector/demo``                      ``--data-dir`` / ``CDCP_DEMO_DIR``
 dashboard/metrics/status    ``127.0.0.1:8765``                             ``--port`` / ``CDCP_DEMO_PORT``
 replication slots           ``cdcp_demo_<projection>`` (other databases:    derived from the database
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config.loader import load_config
-from ..config.models import ProjectFile
+from ..config.models import ProjectFile, SinkConfig
 from ..devstack import settings as stack_settings
 from ..devstack.settings import StackSettings
 from ..engine.app import slot_for
@@ -119,15 +119,31 @@ class DemoOptions:
         env.update(SOURCE_DSN=self.capture_dsn, MONGODB_URL=self.stack.mongodb_url,
                    CLICKHOUSE_URL=f"chdb://{self.chdb_path}")
         loaded = load_config(self.config, env=env).project
-        sinks = {}
+        sinks: dict[str, SinkConfig] = {}
+        projections = dict(loaded.projections)
         for name, sink in loaded.sinks.items():
-            if sink.type == "mongodb":
-                sink = sink.model_copy(update={"url": self.stack.mongodb_url, "database": self.mongo_database})
-            else:
-                sink = sink.model_copy(update={"url": f"chdb://{self.chdb_path}"})
-            sinks[name] = sink
+            if sink.type != "mongodb":
+                sinks[name] = sink.model_copy(update={"url": f"chdb://{self.chdb_path}"})
+                continue
+            # one MongoDB database per document view: FerretDB v1 (SQLite handler) was seen to
+            # hang for good when several connections write the same database at once
+            for pname, proj in loaded.projections.items():
+                if proj.sink == name:
+                    own = f"{name}_{pname}"
+                    sinks[own] = sink.model_copy(update={"url": self.stack.mongodb_url,
+                                                         "database": self.mongo_db_for(pname)})
+                    projections[pname] = proj.model_copy(update={"sink": own})
         source = loaded.source.model_copy(update={"dsn": self.capture_dsn, "slot_name": self.slot_base,
                                                   "publication": stack_settings.PUBLICATION})
         http = loaded.runtime.http.model_copy(update={"bind": "127.0.0.1", "port": self.port})
         runtime = loaded.runtime.model_copy(update={"http": http, "batch_size": self.batch_size})
-        return loaded.model_copy(update={"source": source, "sinks": sinks, "runtime": runtime})
+        return loaded.model_copy(update={"source": source, "sinks": sinks, "runtime": runtime,
+                                         "projections": projections})
+
+    def mongo_db_for(self, projection: str) -> str:
+        """MongoDB database of one document view: ``<mongo_database>_<projection>``."""
+        return f"{self.mongo_database}_{projection}"[:63]
+
+    def mongo_databases(self, project: ProjectFile) -> list[str]:
+        """Every MongoDB database the demo writes."""
+        return sorted({s.database for s in project.sinks.values() if s.type == "mongodb"})

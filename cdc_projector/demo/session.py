@@ -68,10 +68,12 @@ class _Background:
 
 def banner(opts: DemoOptions, project: ProjectFile, url: str) -> list[str]:
     """What the demo prints once it runs: where to look."""
-    docs = next((s.database for s in project.sinks.values() if s.type == "mongodb"), opts.mongo_database)
     ch_db = next((s.database for s in project.sinks.values() if s.type == "clickhouse"), "analytics")
     mongo = opts.stack.mongodb_url
-    peek = (f"python3 -c \"import pymongo, pprint; db = pymongo.MongoClient('{mongo}')['{docs}']; "
+    docs = {p.collection or n: project.sinks[p.sink].database for n, p in project.projections.items()
+            if project.sinks[p.sink].type == "mongodb"}
+    peek_db = docs.get("order_documents") or next(iter(docs.values()), opts.mongo_database)
+    peek = (f"python3 -c \"import pymongo, pprint; db = pymongo.MongoClient('{mongo}')['{peek_db}']; "
             "pprint.pprint(db.order_documents.find_one(sort=[('_id', -1)]))\"")
     query = (f"python3 -c \"import chdb; print(chdb.query('SELECT day, status, orders, revenue FROM "
              f"{ch_db}.revenue_by_day ORDER BY day DESC LIMIT 5', 'PrettyCompact', path='{opts.chdb_path}'))\"")
@@ -83,7 +85,7 @@ def banner(opts: DemoOptions, project: ProjectFile, url: str) -> list[str]:
         f"  dashboard   {url}/",
         f"  status      cdc-projector status --url {url}      (JSON: {url}/api/status)",
         f"  metrics     {url}/metrics",
-        f"  documents   MongoDB (FerretDB) {mongo}, database {docs}: customer_profiles, order_documents, products",
+        f"  documents   MongoDB (FerretDB) {mongo}: " + ", ".join(f"{db}.{c}" for c, db in docs.items()),
         f"              {peek}",
         f"  ClickHouse  embedded chDB at {opts.chdb_path}, database {ch_db}: orders_flat, customers_dim, "
         "revenue_by_day, sales_by_product, customers_by_country",
@@ -145,10 +147,11 @@ def _clean(opts: DemoOptions, project: ProjectFile, echo: Echo) -> None:
     import pymongo
     client: Any = pymongo.MongoClient(opts.stack.mongodb_url, serverSelectionTimeoutMS=3000)
     try:
-        client.drop_database(opts.mongo_database)
-        echo(f"dropped MongoDB database {opts.mongo_database}")
+        for db in opts.mongo_databases(project):
+            client.drop_database(db)
+            echo(f"dropped MongoDB database {db}")
     except Exception as exc:  # noqa: BLE001
-        echo(f"warning: cannot drop MongoDB database {opts.mongo_database}: {exc}")
+        echo(f"warning: cannot drop the demo's MongoDB databases: {exc}")
     finally:
         client.close()
     shutil.rmtree(opts.data_dir, ignore_errors=True)

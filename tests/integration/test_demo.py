@@ -97,7 +97,9 @@ def demo_names(tmp_path: Path) -> Iterator[dict[str, str]]:
     yield names
     client: pymongo.MongoClient = pymongo.MongoClient(MONGODB_URL, serverSelectionTimeoutMS=5000)
     try:
-        client.drop_database(names["mongo"])
+        for db in client.list_database_names():      # one database per document view
+            if db.startswith(names["mongo"] + "_"):
+                client.drop_database(db)
     finally:
         client.close()
     drop_database(names["database"])   # and every replication slot on it
@@ -147,11 +149,11 @@ def test_demo_serves_dashboard_projects_documents_and_stops_cleanly_on_sigint(de
 
         client: pymongo.MongoClient = pymongo.MongoClient(MONGODB_URL, serverSelectionTimeoutMS=5000)
         try:
-            docs = client[demo_names["mongo"]]
-            wait_for(lambda: docs["customer_profiles"].count_documents({}) > 0
-                     and docs["order_documents"].count_documents({}) > 0, demo.alive,
+            profiles = client[demo_names["mongo"] + "_customer_profile"]["customer_profiles"]
+            orders = client[demo_names["mongo"] + "_order_document"]["order_documents"]
+            wait_for(lambda: profiles.count_documents({}) > 0 and orders.count_documents({}) > 0, demo.alive,
                      "documents in FerretDB")
-            sample = docs["order_documents"].find_one({"items.0": {"$exists": True}})
+            sample = orders.find_one({"items.0": {"$exists": True}})
             assert sample is not None and "customer" in sample and sample["items"][0]["sku"]
         finally:
             client.close()
