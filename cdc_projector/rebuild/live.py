@@ -128,12 +128,20 @@ class OpsLive:
     def label(self) -> str:
         return f"running process at {self.client.url}"
 
+    def _already_paused(self) -> bool:
+        status = self.client.status()
+        entries = status.get("projections", []) if isinstance(status, dict) else []
+        if isinstance(entries, dict):
+            entries = [dict(v, name=k) for k, v in entries.items()]
+        return any(e.get("name") == self.name and e.get("paused") for e in entries)
+
     def pause(self) -> bool:
+        was = self._already_paused()        # an operator's pause is kept after the rebuild
         answer = self.client.set_paused(self.name, True)
         log.info("%s: live pipeline paused (%s)", self.name, answer)
         wait_stopped(self.probe, self.checkpoint, timeout_s=self.timeout_s,
                      what=f"the live pipeline of {self.name}")
-        return True
+        return not was
 
     def resume(self) -> None:
         self.client.set_paused(self.name, False)
