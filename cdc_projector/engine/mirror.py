@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Mapping, Protocol
 
 import orjson
@@ -28,7 +28,11 @@ from ..events import Position, TableId
 
 @dataclass(slots=True)
 class MirrorRow:
-    """One source row as the mirror knows it; ``row is None`` marks a tombstone."""
+    """One source row as the mirror knows it; ``row is None`` marks a tombstone.
+
+    A row is not changed once built (the engine makes a new one for every
+    change), which lets it cache its key id and merged values.
+    """
 
     table: TableId
     key: dict[str, Any]
@@ -37,11 +41,16 @@ class MirrorRow:
     #: position of this row in the store when the batch loaded it (None: absent);
     #: the sink guards its write with it
     stored: Position | None = None
+    _kid: str | None = field(default=None, repr=False, compare=False)
+    _merged: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def key_id(self) -> str:
         """Canonical identity of the row inside its table (see :func:`key_id`)."""
-        return key_id(self.key.values())
+        kid = self._kid
+        if kid is None:
+            kid = self._kid = key_id(self.key.values())
+        return kid
 
     @property
     def alive(self) -> bool:
@@ -49,15 +58,22 @@ class MirrorRow:
 
     def value(self, column: str) -> Any:
         """A column of the row as expressions see it (key columns included)."""
-        if self.row is not None and column in self.row:
-            return self.row[column]
+        row = self.row
+        if row is not None and column in row:
+            return row[column]
         return self.key.get(column)
 
     def as_row(self) -> dict[str, Any]:
-        """Key and kept columns merged: the mapping expressions are evaluated on."""
-        merged = dict(self.key)
-        if self.row:
-            merged.update(self.row)
+        """Key and kept columns merged: the mapping expressions are evaluated on.
+
+        The mapping is shared between calls: callers must not change it.
+        """
+        merged = self._merged
+        if merged is None:
+            merged = dict(self.key)
+            if self.row:
+                merged.update(self.row)
+            self._merged = merged
         return merged
 
 
@@ -82,13 +98,25 @@ def _canon(value: Any) -> Any:
     return "r:" + repr(value)
 
 
+_PLAIN = frozenset({int, str, bool, type(None)})   # types _canon returns unchanged
+_dumps = orjson.dumps
+_I64_MIN, _U64_MAX = -(2 ** 63), 2 ** 64
+
+
 def key_id(values: Iterable[Any]) -> str:
     """Canonical text of a key's values (in primary-key column order).
 
     Equal SQL values give equal text whatever their Python type (``5``,
     ``Decimal('5.00')``), so a child's foreign-key value finds its parent.
     """
-    return orjson.dumps([_canon(v) for v in values]).decode()
+    return _dumps([v if type(v) in _PLAIN else _canon(v) for v in values]).decode()
+
+
+def value_id(value: Any) -> str:
+    """``key_id([value])``: the key id of a one-column key (or of a column value)."""
+    if type(value) is int and _I64_MIN <= value < _U64_MAX:
+        return f"[{value}]"
+    return _dumps([value if type(value) in _PLAIN else _canon(value)]).decode()
 
 
 class StateStore(Protocol):
@@ -112,7 +140,8 @@ class BatchMirror:
         self.store = store
         # table -> key id -> row (None = known absent in the store)
         self._rows: dict[TableId, dict[str, MirrorRow | None]] = {}
-        self._dirty: dict[tuple[TableId, str], MirrorRow] = {}
+        # table -> key id -> row changed in this batch
+        self._dirty: dict[TableId, dict[str, MirrorRow]] = {}
         self._stored: dict[tuple[TableId, str], Position | None] = {}
 
     # -- loading ---------------------------------------------------------
@@ -123,21 +152,23 @@ class BatchMirror:
         if not missing:
             return
         found = self.store.load(table, missing)
+        stored = self._stored
         for k in missing:
             row = known[k] = found.get(k)
-            self._stored[(table, k)] = row.position if row is not None else None
+            stored[(table, k)] = row.position if row is not None else None
 
     def get(self, table: TableId, kid: str) -> MirrorRow | None:
         """The current row (or tombstone) with key id ``kid``; loads it if needed."""
-        known = self._rows.setdefault(table, {})
-        if kid not in known:
+        known = self._rows.get(table)
+        if known is None or kid not in known:
             self.preload(table, [kid])
+            known = self._rows[table]
         return known[kid]
 
     def live(self, table: TableId, kid: str) -> MirrorRow | None:
         """Like :meth:`get` but None for tombstones."""
         row = self.get(table, kid)
-        return row if row is not None and row.alive else None
+        return row if row is not None and row.row is not None else None
 
     def find_by_column(self, table: TableId, column: str,
                        values: Collection[Any]) -> dict[Any, list[MirrorRow]]:
@@ -146,27 +177,28 @@ class BatchMirror:
         Stored rows are overlaid with this batch's state: a row changed in the
         batch counts with its in-memory value only.
         """
-        wanted = {key_id([v]): v for v in values if v is not None}
+        wanted = {value_id(v): v for v in values if v is not None}
         out: dict[Any, list[MirrorRow]] = {k: [] for k in wanted}
         if not wanted:
             return out
         known = self._rows.setdefault(table, {})
-        stored = self.store.find_by_column(table, column, list(wanted.values()))
-        seen: set[str] = set()
-        for row in stored:
+        stored_pos = self._stored
+        # a row unchanged in this batch matches here iff it matches in the store; a
+        # changed row is judged by its in-memory state
+        candidates: dict[str, MirrorRow | None] = {}
+        for row in self.store.find_by_column(table, column, list(wanted.values())):
             kid = row.key_id
-            if kid not in known:
-                known[kid] = row
-                self._stored[(table, kid)] = row.position
-        candidates = [r for r in known.values() if r is not None and r.alive]
-        for row in candidates:
-            kid = row.key_id
-            if kid in seen:
-                continue
-            v = key_id([row.value(column)])
-            if v in out:
-                out[v].append(row)
-                seen.add(kid)
+            if kid in known:
+                candidates[kid] = known[kid]
+            else:
+                known[kid] = candidates[kid] = row
+                stored_pos[(table, kid)] = row.position
+        candidates.update(self._dirty.get(table, {}))
+        for row in candidates.values():
+            if row is not None and row.row is not None:
+                bucket = out.get(value_id(row.value(column)))
+                if bucket is not None:
+                    bucket.append(row)
         return out
 
     # -- changing --------------------------------------------------------
@@ -175,7 +207,7 @@ class BatchMirror:
         kid = row.key_id
         self._rows.setdefault(row.table, {})[kid] = row
         row.stored = self._stored.get((row.table, kid))
-        self._dirty[(row.table, kid)] = row
+        self._dirty.setdefault(row.table, {})[kid] = row
 
     def load_all(self, table: TableId) -> list[MirrorRow]:
         """Every live row of ``table``, stored or changed in this batch."""
@@ -188,7 +220,7 @@ class BatchMirror:
 
     def changed(self) -> list[MirrorRow]:
         """Rows changed in this batch, for the sink."""
-        return list(self._dirty.values())
+        return [row for rows in self._dirty.values() for row in rows.values()]
 
 
 def project_row(values: Mapping[str, Any], keep: Collection[str]) -> dict[str, Any]:
