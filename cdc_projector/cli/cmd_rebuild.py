@@ -16,13 +16,38 @@ _url = click.option("--url", default=None, metavar="URL",
                     help="Ops API of a running `run` process (default: from runtime.http).")
 
 
-def _refuse_locked_chdb(project, plan, url: str | None, what: str) -> None:  # type: ignore[no-untyped-def]
+def _process_client(project, plan, url: str | None):  # type: ignore[no-untyped-def]
+    """The ops client of a running `run` when the sink is an embedded chDB it locks, else None."""
+    from ..ops.client import OpsClient, url_for
     from ..rebuild.session import is_embedded, running_process
-    if is_embedded(project, plan.sink) and running_process(project, url):
-        raise RebuildError(f"{what} {plan.name}: sink {plan.sink!r} is an embedded chDB locked by the running "
-                           "`cdc-projector run` process",
-                           hint=f"ask that process: POST /api/projections/{plan.name}/{what} on its ops API "
-                                "(or stop it and run this command again)")
+    if not (is_embedded(project, plan.sink) and running_process(project, url)):
+        return None
+    return OpsClient(url or url_for(project.runtime.http.bind, project.runtime.http.port), timeout_s=30.0)
+
+
+def _rebuild_in_process(client, name: str, mode: str, swap: bool, timeout_s: float) -> dict:  # type: ignore[no-untyped-def]
+    """Start the rebuild inside the running process (chDB lock) and wait for its end."""
+    import time
+    import urllib.parse
+    path = f"/api/projections/{urllib.parse.quote(name)}/rebuild"
+    status, body = client.request("POST", path, {"from": mode, "swap": "1" if swap else "0"})
+    if status >= 400:
+        raise RebuildError(f"rebuild {name} in the running process failed to start: "
+                           f"{body.get('error') if isinstance(body, dict) else body}")
+    click.echo(f"rebuild {name}: running inside the `run` process at {client.url} (embedded chDB)", err=True)
+    deadline = time.monotonic() + timeout_s + 600
+    while True:
+        job = client.get(path)["job"]
+        if job["state"] != "running":
+            break
+        if time.monotonic() > deadline:
+            raise RebuildError(f"rebuild {name} in the running process did not finish in time",
+                               hint=f"GET {path} shows its state")
+        time.sleep(1.0)
+    if job["state"] != "done":
+        raise RebuildError(f"rebuild {name} in the running process failed: {job.get('error')}",
+                           hint="the live view is untouched unless the swap had started; rebuild again")
+    return dict(job)
 
 
 @click.command("rebuild")
@@ -53,28 +78,31 @@ def rebuild(name: str, config_path: str, mode: str, no_swap: bool, live_source: 
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     project = load_config(config_path).project
     plan = plan_of(project, name)
-    _refuse_locked_chdb(project, plan, url, "rebuild")
-    sink = open_sink_for(project, plan)
-    try:
-        live = live_control(project, plan, sink, live_source, url) if not no_swap else None
-        from ..rebuild.live import NoLive
-        result = Rebuilder(project, sink, plan, live or NoLive(), mode=mode,  # type: ignore[arg-type]
-                           live_source=live_source, swap=not no_swap,  # type: ignore[arg-type]
-                           progress=Progress(name), catchup_timeout_s=timeout_s).run()
-    finally:
-        sink.close()
-    if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True))
-        return
-    if result.swapped:
-        click.echo(f"rebuilt {name}: {result.view} at {result.position} ({result.events} events, "
-                   f"{result.seconds:.1f} s)")
+    client = _process_client(project, plan, url)
+    if client is not None:
+        data = _rebuild_in_process(client, name, mode, not no_swap, timeout_s)
     else:
-        click.echo(f"shadow of {name} built, not swapped: {result.view} (projection {result.shadow}) "
-                   f"at {result.position}")
-    if result.checksum:
-        click.echo(f"checksum {result.checksum}")
-    for note in result.notes:
+        from ..rebuild.live import NoLive
+        sink = open_sink_for(project, plan)
+        try:
+            live = live_control(project, plan, sink, live_source, url) if not no_swap else None
+            data = Rebuilder(project, sink, plan, live or NoLive(), mode=mode,  # type: ignore[arg-type]
+                             live_source=live_source, swap=not no_swap,  # type: ignore[arg-type]
+                             progress=Progress(name), catchup_timeout_s=timeout_s).run().as_dict()
+        finally:
+            sink.close()
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    if data["swapped"]:
+        click.echo(f"rebuilt {name}: {data['view']} at {data['position']} ({data['events']} events, "
+                   f"{data['seconds']:.1f} s)")
+    else:
+        click.echo(f"shadow of {name} built, not swapped: {data['view']} (projection {data['shadow']}) "
+                   f"at {data['position']}")
+    if data.get("checksum"):
+        click.echo(f"checksum {data['checksum']}")
+    for note in data.get("notes", []):
         click.echo(f"note: {note}")
 
 
@@ -95,32 +123,39 @@ def verify(name: str, config_path: str, as_json: bool, rounds: int, timeout_s: f
     from ..rebuild.verify import verify as run_verify
     project = load_config(config_path).project
     plan = plan_of(project, name)
-    _refuse_locked_chdb(project, plan, url, "verify")
-    sink = open_sink_for(project, plan)
-    try:
-        result = run_verify(project, sink, plan, rounds=rounds, timeout_s=timeout_s)
-    finally:
-        sink.close()
-    data = result.as_dict(first)
+    client = _process_client(project, plan, url)
+    if client is not None:            # embedded chDB locked by `run`: verify inside that process
+        import urllib.parse
+        client.timeout_s = timeout_s * rounds + 120
+        status, body = client.request("POST", f"/api/projections/{urllib.parse.quote(name)}/verify",
+                                      {"rounds": rounds})
+        if status >= 400 or not isinstance(body, dict):
+            raise RebuildError(f"verify {name} in the running process failed: "
+                               f"{body.get('error') if isinstance(body, dict) else body}")
+        data = body["result"]
+    else:
+        sink = open_sink_for(project, plan)
+        try:
+            data = run_verify(project, sink, plan, rounds=rounds, timeout_s=timeout_s).as_dict(first)
+        finally:
+            sink.close()
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
-        c = result.comparison
-        click.echo(f"verify {name} at {data['snapshot_lsn']}: {c.compared} rows compared, "
-                   f"{len(c.missing)} missing, {len(c.extra)} extra, {len(c.different)} different "
-                   f"({result.rounds} round{'s' if result.rounds != 1 else ''})")
-        click.echo(f"expected {c.expected_checksum}")
-        click.echo(f"actual   {c.actual_checksum}")
-        for label, keys in (("missing", data["first_missing"]), ("extra", data["first_extra"]),
-                            ("different", data["first_different"])):
-            for key in keys:
+        click.echo(f"verify {name} at {data['snapshot_lsn']}: {data['rows_compared']} rows compared, "
+                   f"{data['missing']} missing, {data['extra']} extra, {data['different']} different "
+                   f"({data['rounds']} round{'s' if data['rounds'] != 1 else ''})")
+        click.echo(f"expected {data['expected_checksum']}")
+        click.echo(f"actual   {data['actual_checksum']}")
+        details = data.get("first_details", {})
+        for label in ("missing", "extra", "different"):
+            for key in data[f"first_{label}"][:first]:
                 click.echo(f"  {label}: {key}")
-                if key in c.details:
-                    exp, act = c.details[key]
-                    click.echo(f"    expected {json.dumps(exp, sort_keys=True, default=str)[:300]}")
-                    click.echo(f"    actual   {json.dumps(act, sort_keys=True, default=str)[:300]}")
-        click.echo("DRIFT" if result.drift else "OK")
-    if result.drift:
+                if key in details:
+                    click.echo(f"    expected {json.dumps(details[key]['expected'], sort_keys=True, default=str)[:300]}")
+                    click.echo(f"    actual   {json.dumps(details[key]['actual'], sort_keys=True, default=str)[:300]}")
+        click.echo("DRIFT" if data["drift"] else "OK")
+    if data["drift"]:
         sys.exit(1)
 
 

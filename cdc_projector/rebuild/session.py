@@ -134,3 +134,50 @@ def start_in_process(project: ProjectFile, sinks: dict[str, Sink], telemetry: An
         return Rebuilder(project, sink, plan, live, mode=mode,  # type: ignore[arg-type]
                          live_source=live_source, swap=swap).run().as_dict()  # type: ignore[arg-type]
     return (jobs or InProcessJobs()).start(name, work)
+
+
+# ---------------------------------------------------------------- the ops API of `run`
+_RUNNING: dict[str, Any] = {}
+_JOBS = InProcessJobs()
+
+
+def register_running(project: ProjectFile, sinks: dict[str, Sink], telemetry: Any, source_kind: str) -> None:
+    """Called by ``run``: lets its ops API start rebuilds and verifies inside this process."""
+    _RUNNING.update(project=project, sinks=sinks, telemetry=telemetry, source_kind=source_kind)
+
+
+def api_rebuild(name: str, mode: str = "snapshot", swap: bool = True) -> tuple[int, dict[str, Any]]:
+    """``POST /api/projections/NAME/rebuild``: start a rebuild in this process (HTTP status, body)."""
+    if not _RUNNING:
+        return 501, {"ok": False, "error": "this process does not run projections",
+                     "hint": "ask the `cdc-projector run` process"}
+    if name not in getattr(_RUNNING["telemetry"], "projections", {}):
+        return 404, {"ok": False, "error": f"this process does not run a projection named {name!r}"}
+    try:
+        body = start_in_process(_RUNNING["project"], _RUNNING["sinks"], _RUNNING["telemetry"], name, mode=mode,
+                                live_source=_RUNNING["source_kind"], swap=swap, jobs=_JOBS)
+    except Exception as exc:  # noqa: BLE001 - reported to the client
+        return 409, {"ok": False, "error": str(exc)}
+    return (202 if body.get("ok") else 409), body
+
+
+def api_rebuild_status(name: str) -> tuple[int, dict[str, Any]]:
+    """``GET /api/projections/NAME/rebuild``: the last rebuild job of NAME in this process."""
+    job = _JOBS.jobs.get(name)
+    if job is None:
+        return 404, {"ok": False, "error": f"no rebuild of {name!r} was started in this process"}
+    return 200, {"ok": True, "job": dict(job)}
+
+
+def api_verify(name: str, rounds: int = 3, timeout_s: float = 120.0) -> tuple[int, dict[str, Any]]:
+    """``POST /api/projections/NAME/verify``: run verify in this process (blocks until done)."""
+    from .verify import verify
+    if not _RUNNING:
+        return 501, {"ok": False, "error": "this process does not run projections"}
+    project = _RUNNING["project"]
+    try:
+        plan = plan_of(project, name)
+        result = verify(project, _RUNNING["sinks"][plan.sink], plan, rounds=rounds, timeout_s=timeout_s)
+    except Exception as exc:  # noqa: BLE001
+        return 409, {"ok": False, "error": str(exc)}
+    return 200, {"ok": True, "result": result.as_dict()}
