@@ -46,6 +46,8 @@ def run(config_path: str, source_kind: str, names: tuple[str, ...], log_level: s
         runner.install_signal_handlers()
         from ..ops.runtime import attach
         ops = attach(loaded.project, pipelines, config_path=config_path, source_kind=source_kind)
+        from ..rebuild.session import register_running  # rebuild/verify through the ops API
+        register_running(loaded.project, project.sinks, ops.telemetry, source_kind)
         for p in pipelines:
             click.echo(f"running {p.plan.name} ({p.plan.kind}) -> {p.plan.sink}/{p.plan.target} "
                        f"from {source_kind}", err=True)

@@ -176,11 +176,27 @@ def create_app(provider: StatusProvider, token: str | None = None) -> ASGIApp:
     def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")
 
+    def rebuild(request: Request) -> Response:    # rebuild/verify inside `run` (docs/rebuild.md)
+        from ..rebuild import session
+        name, q = request.path_params["name"], request.query_params
+        if request.method == "GET":
+            code, body = session.api_rebuild_status(name)
+        else:
+            code, body = session.api_rebuild(name, q.get("from", "snapshot"), q.get("swap", "1") != "0")
+        return JSONResponse(body, status_code=code)
+
+    def verify(request: Request) -> Response:
+        from ..rebuild import session
+        code, body = session.api_verify(request.path_params["name"], int(request.query_params.get("rounds", "3")))
+        return JSONResponse(body, status_code=code)
+
     app = Starlette(routes=[
         Route("/", index), Route("/metrics", metrics), Route("/api/status", status),
         Route("/api/wait", wait), Route("/healthz", healthz),
         Route("/api/projections/{name}/pause", pause_route(True), methods=["POST"]),
         Route("/api/projections/{name}/resume", pause_route(False), methods=["POST"]),
+        Route("/api/projections/{name}/rebuild", rebuild, methods=["GET", "POST"]),
+        Route("/api/projections/{name}/verify", verify, methods=["POST"]),
     ])
     return TokenAuth(app, token)
 
