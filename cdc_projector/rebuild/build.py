@@ -34,7 +34,7 @@ from ..config.models import ProjectFile
 from ..engine.app import slot_for
 from ..engine.plan import ProjectionPlan
 from ..engine.runner import Pipeline
-from ..errors import RebuildError
+from ..errors import RebuildError, SinkError
 from ..events import format_lsn
 from ..sinks.base import ProjectionTarget, Sink, StoredCheckpoint
 from ..sources.base import Source
@@ -100,8 +100,25 @@ class Rebuilder:
         self.shadow_plan = shadow_plan(plan)
         self.swapper = swapper_for(sink, plan, self.shadow_plan)
         self.live_target: ProjectionTarget = sink.projection(plan)
-        self.shadow_target: ProjectionTarget = sink.projection(self.shadow_plan)
+        self._shadow_target: ProjectionTarget | None = None
         self.notes: list[str] = []
+
+    @property
+    def shadow_target(self) -> ProjectionTarget:
+        """The shadow's target, created on first use (after a cleanup decided what to keep)."""
+        if self._shadow_target is None:
+            self._shadow_target = self._open_shadow()
+        return self._shadow_target
+
+    def _open_shadow(self) -> ProjectionTarget:
+        try:
+            return self.sink.projection(self.shadow_plan)
+        except SinkError as exc:
+            # FerretDB v1 can report a just-dropped collection's index as existing: retry once
+            if "already exists" not in str(exc):
+                raise
+            time.sleep(1.0)
+            return self.sink.projection(self.shadow_plan)
 
     # ------------------------------------------------------------------ names
     @property
@@ -215,12 +232,12 @@ class Rebuilder:
         """Drop every shadow object and the shadow's source position."""
         self.swapper.drop_leftovers()
         self._drop_shadow_source()
-        self.shadow_target = self.sink.projection(self.shadow_plan)   # recreate indexes / forget layout
+        self._shadow_target = None         # recreated (indexes, layout) on next use
 
     # ------------------------------------------------------------------ the procedure
     def run(self) -> RebuildResult:
         started = time.monotonic()
-        ck = self.shadow_target.load_checkpoint()
+        ck = self.swapper.shadow_checkpoint()
         if ck is not None and JOURNAL in ck.streams:
             self.progress.message("completing the swap of an interrupted rebuild")
             self._finish_swap(ck)
@@ -238,7 +255,7 @@ class Rebuilder:
                 self.progress.message(f"dropping the leftovers of an interrupted rebuild ({self.shadow_plan.name})")
                 self.cleanup()
                 self.notes.append("dropped the leftovers of an interrupted rebuild")
-        else:
+        elif self.swapper.shadow_exists():
             self.cleanup()             # stray objects without a checkpoint (killed before the first batch)
 
         pipeline = Pipeline(self.shadow_plan, self._make_source(), self.shadow_target,

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from ..engine.plan import ProjectionPlan
 from ..errors import RebuildError, SinkError
-from ..sinks.base import ProjectionTarget, Sink
+from ..sinks.base import ProjectionTarget, Sink, StoredCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,12 @@ class Swapper(Protocol):
 
     def drop_leftovers(self) -> None:
         """Drop every shadow object (after the swap they hold the old view)."""
+
+    def shadow_checkpoint(self) -> StoredCheckpoint | None:
+        """The shadow's stored checkpoint (journal included), without creating anything."""
+
+    def shadow_exists(self) -> bool:
+        """Does any shadow object (view, mirror, checkpoint) exist?"""
 
     def live_view_label(self) -> str:
         """Where readers find the live view (for messages)."""
@@ -138,10 +144,22 @@ class MongoSwapper:
         log.info("%s: reconciling %d changed document(s) into %s", self.live.name, len(ops), self.live.target)
         self.sink.bulk(db[self.live.target], ops, f"reconciling {self.live.target}")
 
+    def shadow_checkpoint(self) -> StoredCheckpoint | None:
+        from ..sinks.mongodb.sink import MongoProjectionTarget
+        return MongoProjectionTarget(self.sink, self.shadow).load_checkpoint()
+
+    def shadow_exists(self) -> bool:
+        return (self._exists(self.shadow.target) or self._exists(self.shadow_mirror)
+                or self.shadow_checkpoint() is not None)
+
     def drop_leftovers(self) -> None:
-        try:
+        from ..sinks.mongodb.sink import CHECKPOINTS, DEADLETTERS
+        try:     # the journal (shadow checkpoint) first: see the module docs
+            self.sink.db[CHECKPOINTS].delete_one({"_id": self.shadow.name})
+            self.sink.db[DEADLETTERS].delete_many({"projection": self.shadow.name})
             for name in (self.shadow.target, self.shadow_mirror):
-                self.sink.db[name].drop()
+                if self._exists(name):
+                    self.sink.db[name].drop()
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc, "dropping the shadow") from exc
 
@@ -217,12 +235,23 @@ class ClickHouseSwapper:
                 self.ch.command(f"EXCHANGE TABLES {self.ch.qualified(live_t)} AND {self.ch.qualified(shadow_t)}")
             self.ch.command(f"ALTER TABLE {self.ch.qualified(live_t)} MODIFY COMMENT ''")
 
+    def shadow_checkpoint(self) -> StoredCheckpoint | None:
+        found = self.sink.state.load_checkpoint(self.shadow.name)
+        if found is None:
+            return None
+        streams, position, ts, updated, _ver = found
+        return StoredCheckpoint(streams, position, ts, updated)
+
+    def shadow_exists(self) -> bool:
+        return any(self._exists(self.shadow.target + s) for s in ("", "_data", "_contrib", "_stage")) \
+            or self.shadow_checkpoint() is not None
+
     def drop_leftovers(self) -> None:
         q = self.ch.qualified
+        self.sink.state.drop_projection(self.shadow.name)      # journal (checkpoint) first, then mirror rows
         self.ch.command(f"DROP VIEW IF EXISTS {q(self.shadow.target)}")
         for suffix in ("_data", "_contrib", "_stage"):
             self.ch.command(f"DROP TABLE IF EXISTS {q(self.shadow.target + suffix)}")
-        self.sink.state.drop_projection(self.shadow.name)
 
     def live_view_label(self) -> str:
         return f"{self.ch.database}.{self.live.target}"
