@@ -88,7 +88,8 @@ def _is_empty(dsn: str) -> bool:
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT NOT EXISTS (SELECT 1 FROM customers) AND NOT EXISTS (SELECT 1 FROM orders)")
-            return bool(cur.fetchone()[0])
+            row = cur.fetchone()
+            return bool(row and row[0])
     finally:
         conn.close()
 
