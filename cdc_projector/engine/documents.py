@@ -18,10 +18,13 @@ the sink from the root key).
 """
 from __future__ import annotations
 
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ProjectionError
-from .mirror import MirrorRow, key_id
+from .mirror import MirrorRow, value_id
 from .plan import EmbedPlan, FieldPlan, LookupPlan, ProjectionPlan
 
 
@@ -42,6 +45,71 @@ def _pk_sort_key(row: MirrorRow) -> tuple[Any, ...]:
     vals = tuple(row.key.values())
     return tuple((0, v) if isinstance(v, (int, float)) or hasattr(v, "as_tuple") else (1, str(v))
                  for v in vals)
+
+
+def _sort_by_pk(rows: list[tuple[MirrorRow, Mapping[str, Any]]]) -> None:
+    """Sort (child, values) pairs by the child's primary key (the order_by tie-break)."""
+    first = [next(iter(child.key.values()), None) if len(child.key) == 1 else None for child, _ in rows]
+    if all(type(v) is int for v in first):   # the usual one-integer key: same order, no tuples
+        order = sorted(range(len(rows)), key=first.__getitem__)
+        rows[:] = [rows[i] for i in order]
+    else:
+        rows.sort(key=lambda cv: _pk_sort_key(cv[0]))
+
+
+#: value types whose Python ordering is PostgreSQL's (text by code point, COLLATE "C")
+_NATIVE_ORDER = frozenset({int, str, bool, Decimal, date, uuid.UUID})
+
+
+def _natively_ordered(values: Sequence[Any]) -> bool:
+    """Do Python's ``<`` on these (non-NULL) values order them exactly as PostgreSQL would?"""
+    types = {type(v) for v in values if v is not None}
+    if Decimal in types and any(type(v) is Decimal and v.is_nan() for v in values):
+        return False                           # numeric NaN sorts above everything
+    if len(types) > 1:
+        return types == {int, Decimal}          # exact mixed comparison
+    if not types:
+        return True
+    t = types.pop()
+    if t in _NATIVE_ORDER:
+        return True
+    if t is datetime:                          # all aware or all naive
+        return len({v.tzinfo is None for v in values if v is not None}) == 1
+    if t is float:                             # NaN sorts above everything in PostgreSQL
+        return not any(v != v for v in values if v is not None)
+    return False
+
+
+def _sort_by_order(embed: EmbedPlan, rows: list[tuple[MirrorRow, Mapping[str, Any]]]) -> None:
+    """Stable sort of (child, values) pairs by the embed's ``order_by``.
+
+    Each order expression is evaluated once per row. When every column of
+    values is natively ordered (the usual case) the rows are sorted one item
+    at a time, last item first, with Python's own comparisons (a stable sort
+    per item gives the lexicographic order); otherwise by the general
+    comparator of :mod:`cdc_projector.expr`.
+    """
+    order = embed.order_by
+    assert embed.row_sort_key is not None
+    try:
+        keyed = [tuple(item.expr.fn(values) for item in order) for _, values in rows]
+    except Exception as exc:  # noqa: BLE001
+        raise ProjectionError(f"embed {embed.name} on {embed.table}: order_by failed: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    idx = list(range(len(rows)))
+    if all(_natively_ordered([k[i] for k in keyed]) for i in range(len(order))):
+        for i in reversed(range(len(order))):
+            item = order[i]
+            null = (0,) if item.nulls_first != item.desc else (2,)
+            idx.sort(key=lambda j: null if keyed[j][i] is None else (1, keyed[j][i]), reverse=item.desc)
+    else:
+        sk: Callable[[Mapping[str, Any]], Any] = embed.row_sort_key
+        try:
+            idx.sort(key=lambda j: sk(rows[j][1]))    # stable: PK order kept on ties
+        except Exception as exc:  # noqa: BLE001
+            raise ProjectionError(f"embed {embed.name} on {embed.table}: order_by failed: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+    rows[:] = [rows[j] for j in idx]
 
 
 def lookup_values(lookup: LookupPlan, target: MirrorRow | None) -> dict[str, Any]:
@@ -67,14 +135,9 @@ def embed_values(embed: EmbedPlan, children: Sequence[MirrorRow]) -> list[dict[s
             if keep is not True:
                 continue
         rows.append((child, values))
-    rows.sort(key=lambda cv: _pk_sort_key(cv[0]))          # tie-break: child primary key
+    _sort_by_pk(rows)                                      # tie-break: child primary key
     if embed.row_sort_key is not None:
-        sk: Callable[[Mapping[str, Any]], Any] = embed.row_sort_key
-        try:
-            rows.sort(key=lambda cv: sk(cv[1]))              # stable: PK order kept on ties
-        except Exception as exc:  # noqa: BLE001
-            raise ProjectionError(f"embed {embed.name} on {embed.table}: order_by failed: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+        _sort_by_order(embed, rows)
     if embed.limit is not None:
         rows = rows[: embed.limit]
     return [_eval_fields(embed.fields, values, f"embed {embed.name} on {embed.table} key {child.key}")
@@ -132,4 +195,4 @@ def root_parent_value(root: MirrorRow) -> Any:
 
 def root_kid_for_parent(value: Any) -> str:
     """Key id of the root row a child pointing at ``value`` belongs to."""
-    return key_id([value])
+    return value_id(value)

@@ -28,12 +28,13 @@ from ..errors import ProjectionError
 from ..events import UNCHANGED_TOAST, ChangeEvent, Op, Position, TableId
 from ..sinks.base import ViewChange
 from .documents import compute_document, root_kid_for_parent, root_parent_value
-from .mirror import BatchMirror, MirrorRow, StateStore, key_id
+from .mirror import BatchMirror, MirrorRow, StateStore, key_id, value_id
 from .plan import EmbedPlan, LookupPlan, ProjectionPlan
 
 log = logging.getLogger(__name__)
 
 _ROW_OPS = (Op.CREATE, Op.UPDATE, Op.READ, Op.DELETE)
+_RELEVANT_OPS = frozenset((*_ROW_OPS, Op.TRUNCATE))
 _MAX_EVENTS_PER_FAILURE = 50
 
 
@@ -65,11 +66,15 @@ class Projector:
     def __init__(self, plan: ProjectionPlan) -> None:
         self.plan = plan
         self._tables = set(plan.columns)
+        # per table, resolved once: mirror columns, embeds reading it, lookups reading it
+        self._columns = {t: tuple(cols) for t, cols in plan.columns.items()}
+        self._embeds_on = {t: plan.embeds_on(t) for t in plan.columns}
+        self._lookups_on = {t: plan.lookups_on(t) for t in plan.columns}
 
     # ------------------------------------------------------------------
     def relevant(self, event: ChangeEvent) -> bool:
         """Does this event concern a table of the projection?"""
-        return event.table in self._tables and event.op in (*_ROW_OPS, Op.TRUNCATE)
+        return event.table in self._tables and event.op in _RELEVANT_OPS
 
     def process(self, events: Sequence[ChangeEvent], store: StateStore) -> BatchResult:
         """Compute the sink writes for ``events`` (in source order) against ``store``."""
@@ -100,7 +105,8 @@ class Projector:
             found = mirror.find_by_column(self.plan.root, lk.key_column, [v for v, _ in keys.values()])
             for vid, roots in found.items():
                 for root in roots:
-                    _note(affected, root.key_id, keys[vid][1])
+                    for ev in keys[vid][1]:
+                        _note(affected, root.key_id, ev)
 
         result.affected = len(affected)
         result.changes = self._recompute(affected, mirror, result.failures)
@@ -112,10 +118,10 @@ class Projector:
         keys: dict[TableId, set[str]] = defaultdict(set)
         for ev in events:
             if ev.key and ev.table is not None:
-                keys[ev.table].add(key_id(ev.key.values()))
+                keys[ev.table].add(_kid(ev.key))
                 for old in (_old_key(ev), _replaced_key(ev)):
                     if old is not None:
-                        keys[ev.table].add(key_id(old.values()))
+                        keys[ev.table].add(_kid(old))
         for table, kids in keys.items():
             mirror.preload(table, kids)
 
@@ -140,7 +146,7 @@ class Projector:
             replaced = _replaced_key(ev) or old
             toast_from = None
             if replaced is not None:
-                rkid = key_id(replaced.values())
+                rkid = _kid(replaced)
                 toast_from = self._gone.get((ev.table, rkid))
                 if toast_from is None:
                     prior = mirror.live(ev.table, rkid)
@@ -153,7 +159,7 @@ class Projector:
                 toast_from: Mapping[str, Any] | None = None) -> None:
         table = ev.table
         assert table is not None
-        kid = key_id(key.values())
+        kid = _kid(key)
         current = mirror.get(table, kid)
         pre = current if current is not None and current.alive else None
         if current is None or current.position < ev.position:
@@ -161,8 +167,10 @@ class Projector:
             if after is not None:
                 row = {}
                 previous = pre.row if pre is not None and pre.row else toast_from
-                for col in self.plan.columns[table]:
-                    value = after.get(col, key.get(col))
+                for col in self._columns[table]:
+                    value = after.get(col, _MISSING)
+                    if value is _MISSING:
+                        value = key.get(col)
                     if value is UNCHANGED_TOAST:
                         value = previous.get(col) if previous else None
                     row[col] = value
@@ -173,19 +181,18 @@ class Projector:
         else:
             post = current     # stale or replayed: state unchanged, keys still affected
             pre = current if current.alive else None
-        plan = self.plan
-        if table == plan.root:
-            _note(affected, kid, [ev])
-        for em in plan.embeds_on(table):
+        if table == self.plan.root:
+            _note(affected, kid, ev)
+        for em in self._embeds_on[table]:
             for r in (pre, post):
-                if r is not None and r.alive:
+                if r is not None and r.row is not None:
                     parent = r.value(em.key_column)
                     if parent is not None:
-                        _note(affected, root_kid_for_parent(parent), [ev])
-        for lk in plan.lookups_on(table):
+                        _note(affected, root_kid_for_parent(parent), ev)
+        for lk in self._lookups_on[table]:
             vals = list(key.values())
             if len(vals) == 1:
-                slot = fanout[lk].setdefault(key_id(vals), (vals[0], []))
+                slot = fanout[lk].setdefault(kid, (vals[0], []))
                 if len(slot[1]) < _MAX_EVENTS_PER_FAILURE:
                     slot[1].append(ev)
 
@@ -198,7 +205,8 @@ class Projector:
         live = [r for r in roots.values() if r is not None and r.alive]
 
         for lk in plan.lookups:   # lookup rows: one query per lookup table
-            vals = {key_id([r.value(lk.key_column)]) for r in live if r.value(lk.key_column) is not None}
+            col = lk.key_column
+            vals = {value_id(v) for v in (r.value(col) for r in live) if v is not None}
             mirror.preload(lk.table, vals)
         kids_by_embed: dict[EmbedPlan, dict[str, list[MirrorRow]]] = {}
         for em in plan.embeds:    # children: one query per embed
@@ -206,10 +214,10 @@ class Projector:
             kids_by_embed[em] = mirror.find_by_column(em.table, em.key_column, parents)
 
         def lookup_row(lk: LookupPlan, value: Any) -> MirrorRow | None:
-            return mirror.live(lk.table, key_id([value]))
+            return mirror.live(lk.table, value_id(value))
 
         def children(em: EmbedPlan, parent: Any) -> list[MirrorRow]:
-            return kids_by_embed[em].get(key_id([parent]), [])
+            return kids_by_embed[em].get(value_id(parent), [])
 
         changes: list[ViewChange] = []
         for kid, root in roots.items():
@@ -225,13 +233,21 @@ class Projector:
         return changes
 
 
-def _note(affected: dict[str, list[ChangeEvent]], kid: str, events: list[ChangeEvent]) -> None:
+def _note(affected: dict[str, list[ChangeEvent]], kid: str, ev: ChangeEvent) -> None:
     bucket = affected[kid]
-    for ev in events:
-        if len(bucket) >= _MAX_EVENTS_PER_FAILURE:
-            return
-        if not bucket or bucket[-1] is not ev:
-            bucket.append(ev)
+    if len(bucket) < _MAX_EVENTS_PER_FAILURE and (not bucket or bucket[-1] is not ev):
+        bucket.append(ev)
+
+
+_MISSING = object()
+
+
+def _kid(key: Mapping[str, Any]) -> str:
+    """Key id of a key mapping (one-column keys take the fast path)."""
+    if len(key) == 1:
+        for v in key.values():
+            return value_id(v)
+    return key_id(key.values())
 
 
 def _replaced_key(ev: ChangeEvent) -> dict[str, Any] | None:
