@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import Any, Protocol
 
 from ..engine.plan import ProjectionPlan
@@ -89,20 +90,31 @@ class MongoSwapper:
         return bool(self.sink.db.list_collection_names(filter={"name": name}))
 
     def _rename(self, src: str, dst: str) -> None:
-        """Rename ``src`` to ``dst`` replacing it: atomic ``dropTarget`` when supported, else drop + rename."""
+        """Rename ``src`` to ``dst`` replacing it: atomic ``dropTarget`` on MongoDB; FerretDB v1
+        does not implement it (error 238), there: drop, then rename."""
         db = self.sink.database
         admin = self.sink.db.client.admin
-        try:
-            admin.command("renameCollection", f"{db}.{src}", to=f"{db}.{dst}", dropTarget=True)
-            return
-        except Exception as exc:  # noqa: BLE001 - FerretDB v1: dropTarget not implemented
-            if getattr(exc, "code", None) != 238:
-                raise self._error(exc, f"renaming {src} to {dst}") from exc
-        try:
-            self.sink.db[dst].drop()
-            admin.command("renameCollection", f"{db}.{src}", to=f"{db}.{dst}")
-        except Exception as exc:  # noqa: BLE001
-            raise self._error(exc, f"renaming {src} to {dst}") from exc
+        if self.sink.decimal128:                      # MongoDB (FerretDB v1 is detected at connect)
+            try:
+                admin.command("renameCollection", f"{db}.{src}", to=f"{db}.{dst}", dropTarget=True)
+                return
+            except Exception as exc:  # noqa: BLE001
+                if getattr(exc, "code", None) not in (238, 48):
+                    raise self._error(exc, f"renaming {src} to {dst}") from exc
+        last: Exception | None = None
+        for _attempt in range(5):
+            try:
+                if self._exists(dst):
+                    self.sink.db[dst].drop()
+                admin.command("renameCollection", f"{db}.{src}", to=f"{db}.{dst}")
+                return
+            except Exception as exc:  # noqa: BLE001 - FerretDB may report the dropped target briefly
+                if getattr(exc, "code", None) != 48:
+                    raise self._error(exc, f"renaming {src} to {dst}") from exc
+                last = exc
+                time.sleep(0.5)
+        assert last is not None
+        raise self._error(last, f"renaming {src} to {dst}") from last
 
     def _error(self, exc: Exception, what: str) -> SinkError:
         from ..sinks.mongodb.sink import translate
