@@ -28,14 +28,20 @@ from .mirror import MirrorRow, value_id
 from .plan import EmbedPlan, FieldPlan, LookupPlan, ProjectionPlan
 
 
-def _eval_fields(fields: Sequence[FieldPlan], row: Mapping[str, Any], where: str) -> dict[str, Any]:
+def _eval_fields(fields: Sequence[FieldPlan], row: Mapping[str, Any],
+                 where: Callable[[], str]) -> dict[str, Any]:
+    """``{name: value}`` of ``fields`` over ``row``; ``where()`` names the row in an error."""
+    try:
+        return {f.name: f.expr.fn(row) for f in fields}
+    except Exception:  # noqa: BLE001 - expressions are pure: evaluate again to name the field
+        pass
     out: dict[str, Any] = {}
     for f in fields:
         try:
             out[f.name] = f.expr.fn(row)
         except Exception as exc:  # noqa: BLE001 - any evaluation failure is a poison row
             raise ProjectionError(
-                f"{where}: field {f.name!r} ({f.expr.text}) failed: {type(exc).__name__}: {exc}",
+                f"{where()}: field {f.name!r} ({f.expr.text}) failed: {type(exc).__name__}: {exc}",
                 hint="fix the expression or the row, then `cdc-projector dlq replay`") from exc
     return out
 
@@ -49,8 +55,8 @@ def _pk_sort_key(row: MirrorRow) -> tuple[Any, ...]:
 
 def _sort_by_pk(rows: list[tuple[MirrorRow, Mapping[str, Any]]]) -> None:
     """Sort (child, values) pairs by the child's primary key (the order_by tie-break)."""
-    first = [next(iter(child.key.values()), None) if len(child.key) == 1 else None for child, _ in rows]
-    if all(type(v) is int for v in first):   # the usual one-integer key: same order, no tuples
+    first = [v for child, _ in rows for v in child.key.values()]
+    if len(first) == len(rows) and all(type(v) is int for v in first):   # one-integer keys: no tuples
         order = sorted(range(len(rows)), key=first.__getitem__)
         rows[:] = [rows[i] for i in order]
     else:
@@ -92,16 +98,17 @@ def _sort_by_order(embed: EmbedPlan, rows: list[tuple[MirrorRow, Mapping[str, An
     order = embed.order_by
     assert embed.row_sort_key is not None
     try:
-        keyed = [tuple(item.expr.fn(values) for item in order) for _, values in rows]
+        columns = [[item.expr.fn(values) for _, values in rows] for item in order]
     except Exception as exc:  # noqa: BLE001
         raise ProjectionError(f"embed {embed.name} on {embed.table}: order_by failed: "
                               f"{type(exc).__name__}: {exc}") from exc
     idx = list(range(len(rows)))
-    if all(_natively_ordered([k[i] for k in keyed]) for i in range(len(order))):
-        for i in reversed(range(len(order))):
-            item = order[i]
-            null = (0,) if item.nulls_first != item.desc else (2,)
-            idx.sort(key=lambda j: null if keyed[j][i] is None else (1, keyed[j][i]), reverse=item.desc)
+    if all(_natively_ordered(col) for col in columns):
+        for item, col in zip(reversed(order), reversed(columns)):
+            if None in col:
+                null = (0,) if item.nulls_first != item.desc else (2,)
+                col = [null if v is None else (1, v) for v in col]
+            idx.sort(key=col.__getitem__, reverse=item.desc)
     else:
         sk: Callable[[Mapping[str, Any]], Any] = embed.row_sort_key
         try:
@@ -117,7 +124,7 @@ def lookup_values(lookup: LookupPlan, target: MirrorRow | None) -> dict[str, Any
     if target is None or not target.alive:
         return {f.name: None for f in lookup.fields}
     return _eval_fields(lookup.fields, target.as_row(),
-                        f"lookup {lookup.name} on {lookup.table} key {target.key}")
+                        lambda: f"lookup {lookup.name} on {lookup.table} key {target.key}")
 
 
 def embed_values(embed: EmbedPlan, children: Sequence[MirrorRow]) -> list[dict[str, Any]]:
@@ -140,17 +147,22 @@ def embed_values(embed: EmbedPlan, children: Sequence[MirrorRow]) -> list[dict[s
         _sort_by_order(embed, rows)
     if embed.limit is not None:
         rows = rows[: embed.limit]
-    return [_eval_fields(embed.fields, values, f"embed {embed.name} on {embed.table} key {child.key}")
+    fields = embed.fields
+    return [_eval_fields(fields, values, lambda c=child: f"embed {embed.name} on {embed.table} key {c.key}")
             for child, values in rows]
 
 
 def compute_document(plan: ProjectionPlan, root: MirrorRow | None,
                      lookup_row: Callable[[LookupPlan, Any], MirrorRow | None],
-                     children: Callable[[EmbedPlan, Any], Sequence[MirrorRow]]) -> dict[str, Any] | None:
+                     children: Callable[[EmbedPlan, Any], Sequence[MirrorRow]],
+                     lookup_memo: dict[tuple[str, int], dict[str, Any]] | None = None,
+                     ) -> dict[str, Any] | None:
     """The document of one root row, or None when it must be absent.
 
     ``lookup_row(lookup, key_value)`` and ``children(embed, parent_value)`` read
-    the mirror. Raises :class:`~cdc_projector.errors.ProjectionError` when an
+    the mirror. ``lookup_memo`` (optional, one per batch) keeps each lookup
+    row's sub-document, computed once for all the documents that embed it
+    (each document gets its own copy). Raises :class:`~cdc_projector.errors.ProjectionError` when an
     expression fails on this row.
     """
     if root is None or not root.alive:
@@ -165,10 +177,18 @@ def compute_document(plan: ProjectionPlan, root: MirrorRow | None,
                                   f"key {root.key}: {type(exc).__name__}: {exc}") from exc
     if plan.kind == "aggregate":
         return aggregate_contribution(plan, root, values)
-    doc = _eval_fields(plan.fields, values, f"{plan.name} on {plan.root} key {root.key}")
+    doc = _eval_fields(plan.fields, values, lambda: f"{plan.name} on {plan.root} key {root.key}")
     for lk in plan.lookups:
         value = values.get(lk.key_column)
-        doc[lk.name] = lookup_values(lk, None if value is None else lookup_row(lk, value))
+        target = None if value is None else lookup_row(lk, value)
+        if lookup_memo is None or target is None:
+            doc[lk.name] = lookup_values(lk, target)
+            continue
+        memo_key = (lk.name, id(target))
+        sub = lookup_memo.get(memo_key)
+        if sub is None:
+            sub = lookup_memo[memo_key] = lookup_values(lk, target)
+        doc[lk.name] = dict(sub)
     if plan.embeds:
         parent = root_parent_value(root)
         for em in plan.embeds:
@@ -179,7 +199,8 @@ def compute_document(plan: ProjectionPlan, root: MirrorRow | None,
 def aggregate_contribution(plan: ProjectionPlan, root: MirrorRow,
                            values: Mapping[str, Any]) -> dict[str, Any]:
     """An aggregate's input for one row: group values and each measure's argument value."""
-    where = f"{plan.name} on {plan.root} key {root.key}"
+    def where() -> str:
+        return f"{plan.name} on {plan.root} key {root.key}"
     out = _eval_fields(plan.groups, values, where)
     for name, measure in plan.measures:
         if measure.arg is not None:

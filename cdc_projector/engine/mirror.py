@@ -142,7 +142,8 @@ class BatchMirror:
         self._rows: dict[TableId, dict[str, MirrorRow | None]] = {}
         # table -> key id -> row changed in this batch
         self._dirty: dict[TableId, dict[str, MirrorRow]] = {}
-        self._stored: dict[tuple[TableId, str], Position | None] = {}
+        # table -> key id -> position in the store when loaded (None: absent)
+        self._stored: dict[TableId, dict[str, Position | None]] = {}
 
     # -- loading ---------------------------------------------------------
     def preload(self, table: TableId, key_ids: Iterable[str]) -> None:
@@ -152,10 +153,10 @@ class BatchMirror:
         if not missing:
             return
         found = self.store.load(table, missing)
-        stored = self._stored
+        stored = self._stored.setdefault(table, {})
         for k in missing:
             row = known[k] = found.get(k)
-            stored[(table, k)] = row.position if row is not None else None
+            stored[k] = row.position if row is not None else None
 
     def get(self, table: TableId, kid: str) -> MirrorRow | None:
         """The current row (or tombstone) with key id ``kid``; loads it if needed."""
@@ -182,7 +183,7 @@ class BatchMirror:
         if not wanted:
             return out
         known = self._rows.setdefault(table, {})
-        stored_pos = self._stored
+        stored_pos = self._stored.setdefault(table, {})
         # a row unchanged in this batch matches here iff it matches in the store; a
         # changed row is judged by its in-memory state
         candidates: dict[str, MirrorRow | None] = {}
@@ -192,7 +193,7 @@ class BatchMirror:
                 candidates[kid] = known[kid]
             else:
                 known[kid] = candidates[kid] = row
-                stored_pos[(table, kid)] = row.position
+                stored_pos[kid] = row.position
         candidates.update(self._dirty.get(table, {}))
         for row in candidates.values():
             if row is not None and row.row is not None:
@@ -205,17 +206,19 @@ class BatchMirror:
     def put(self, row: MirrorRow) -> None:
         """Record the new state of a row (the caller has checked its position)."""
         kid = row.key_id
-        self._rows.setdefault(row.table, {})[kid] = row
-        row.stored = self._stored.get((row.table, kid))
-        self._dirty.setdefault(row.table, {})[kid] = row
+        table = row.table
+        self._rows.setdefault(table, {})[kid] = row
+        row.stored = self._stored.get(table, {}).get(kid)
+        self._dirty.setdefault(table, {})[kid] = row
 
     def load_all(self, table: TableId) -> list[MirrorRow]:
         """Every live row of ``table``, stored or changed in this batch."""
         known = self._rows.setdefault(table, {})
+        stored = self._stored.setdefault(table, {})
         for row in self.store.find_all(table):
             if row.key_id not in known:
                 known[row.key_id] = row
-                self._stored[(table, row.key_id)] = row.position
+                stored[row.key_id] = row.position
         return [r for r in known.values() if r is not None and r.alive]
 
     def changed(self) -> list[MirrorRow]:

@@ -220,11 +220,14 @@ class Projector:
             return kids_by_embed[em].get(value_id(parent), [])
 
         changes: list[ViewChange] = []
+        # lookup sub-documents by (lookup, row object): rows of the batch mirror live
+        # (and are not changed) until the end of the batch, so ids are not reused
+        lookup_memo: dict[tuple[str, int], dict[str, Any]] = {}
         for kid, root in roots.items():
             if root is None:      # never seen: no document can exist for it
                 continue
             try:
-                doc = compute_document(plan, root, lookup_row, children)
+                doc = compute_document(plan, root, lookup_row, children, lookup_memo)
             except ProjectionError as exc:
                 failures.append(Failure(affected[kid], exc.message, dict(root.key)))
                 log.warning("%s: document %s not updated: %s", plan.name, root.key, exc.message)

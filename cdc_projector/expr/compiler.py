@@ -7,6 +7,7 @@ accepted; everything else is an ExpressionError pointing at the construct.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -29,6 +30,8 @@ class _Node:
     type: SqlType
     const: Any = _NOCONST
     is_null: bool = False
+    #: the column name when the node is a bare column reference (for specialised closures)
+    column: str | None = None
 
     @property
     def is_literal_text(self) -> bool:
@@ -171,7 +174,7 @@ class Compiler:
         else:
             type_ = ANY
         self.used.add(name)
-        return _Node(lambda row: row.get(name), type_)
+        return _Node(lambda row: row.get(name), type_, column=name)
 
     def c_literal(self, node: exp.Literal) -> _Node:
         if node.is_string:
@@ -251,9 +254,27 @@ class Compiler:
         a, b = self.comparable(self.compile(node.this), self.compile(node.expression), node,
                                node.this, node.expression)
         test, fa, fb = rt.COMPARATORS[op], a.fn, b.fn
+        native = _NATIVE_CMP[op]
+        # Fast paths: two values of one of _NATIVE_TYPES compare in Python exactly as
+        # rt.compare does, so the operator is applied directly; anything else goes
+        # through rt.compare (promotion, NaN, text literals, NULL).
+        if a.column is not None and b.const is not _NOCONST and type(b.const) in _NATIVE_TYPES:
+            name, y, ty = a.column, b.const, type(b.const)
+
+            def fn(row: Row) -> bool | None:
+                x = row.get(name)
+                if type(x) is ty:
+                    return native(x, y)
+                c = rt.compare(x, y)
+                return None if c is None else test(c)
+            return _Node(fn, BOOL)
 
         def fn(row: Row) -> bool | None:
-            c = rt.compare(fa(row), fb(row))
+            x, y = fa(row), fb(row)
+            tx = type(x)
+            if tx is type(y) and tx in _NATIVE_TYPES:
+                return native(x, y)
+            c = rt.compare(x, y)
             return None if c is None else test(c)
         return _Node(fn, BOOL)
 
@@ -622,6 +643,11 @@ _CASTS: dict[str, set[str]] = {
 }
 _ARITH = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Mod: "%"}
 _CMP = {exp.EQ: "=", exp.NEQ: "<>", exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
+_NATIVE_CMP: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq, "<>": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
+    ">=": operator.ge}
+#: types whose Python comparison is rt.compare's (text by code point; bool is not a number)
+_NATIVE_TYPES = frozenset({str, int, bool})
 
 _HANDLERS: dict[type, Callable[[Compiler, Any], _Node]] = {
     exp.Column: Compiler.c_column, exp.Literal: Compiler.c_literal, exp.Boolean: Compiler.c_boolean,
