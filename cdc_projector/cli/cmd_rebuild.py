@@ -58,7 +58,8 @@ def _rebuild_in_process(client, name: str, mode: str, swap: bool, timeout_s: flo
                    "log: the Debezium topics from their first offset (fresh consumer group).")
 @click.option("--no-swap", is_flag=True, help="Build the shadow and leave it for inspection (its name is printed).")
 @click.option("--source", "live_source", type=click.Choice(["postgres", "kafka"]), default="postgres",
-              show_default=True, help="How the live projection is run (`run --source`).")
+              show_default=True,
+              help="How the live projection is run (`run --source`); taken from a running process when one answers.")
 @click.option("--timeout", "timeout_s", type=float, default=600.0, show_default=True,
               help="Longest catch-up, in seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -83,6 +84,8 @@ def rebuild(name: str, config_path: str, mode: str, no_swap: bool, live_source: 
         data = _rebuild_in_process(client, name, mode, not no_swap, timeout_s)
     else:
         from ..rebuild.live import NoLive
+        from ..rebuild.session import running_source
+        live_source = running_source(project, url) or live_source   # the running process knows best
         sink = open_sink_for(project, plan)
         try:
             live = live_control(project, plan, sink, live_source, url) if not no_swap else None

@@ -76,6 +76,19 @@ def live_control(project: ProjectFile, plan: ProjectionPlan, sink: Sink, live_so
     return found if found is not None else NoLive(probe)
 
 
+def running_source(project: ProjectFile, url: str | None) -> str | None:
+    """The source kind (``postgres``/``kafka``) of a running ``run`` process, None when none answers."""
+    from ..errors import ProcessNotRunning
+    from ..ops.client import OpsClient, url_for
+    client = OpsClient(url or url_for(project.runtime.http.bind, project.runtime.http.port), timeout_s=2.0)
+    try:
+        status = client.status()
+    except ProcessNotRunning:
+        return None
+    kind = (status.get("process") or {}).get("source") if isinstance(status, dict) else None
+    return kind if kind in ("postgres", "kafka") else None
+
+
 def running_process(project: ProjectFile, url: str | None) -> bool:
     """Does a ``cdc-projector run`` process answer on the configured ops address?"""
     from ..errors import ProcessNotRunning
