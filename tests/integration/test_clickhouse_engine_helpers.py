@@ -156,7 +156,11 @@ def _dump_main() -> None:
     try:
         for label, query in queries.items():
             try:
-                out[label] = ch.query_dicts(query)
+                if label.startswith("!"):          # a command (DDL / DELETE), no result
+                    ch.command(query)
+                    out[label] = None
+                else:
+                    out[label] = ch.query_dicts(query)
             except SinkError as exc:
                 out[label] = exc
     finally:

@@ -56,6 +56,8 @@ class AggregateView:
         self._args = [m for m in spec.measures if m.arg is not None]
         self._acols = [m.arg_column for m in self._args]
         self._atypes = [m.arg.name for m in self._args]  # type: ignore[union-attr]
+        self._argcols = [Column(m.name, m.arg) for m in self._args]  # type: ignore[arg-type]
+        self._recover_after: int | None = None
 
     # -- encoding ----------------------------------------------------------
     def _enc(self, col: Column, value: Any, nullable: bool = True, where: str = "") -> Any:
@@ -73,15 +75,26 @@ class AggregateView:
             return key, None, None
         v = change.values
         group = tuple(self._enc(c, v.get(c.name), True, where) for c in self.spec.groups)
-        args = tuple(m.arg.encode(v.get(m.name)) for m in self._args)  # type: ignore[union-attr]
+        args = tuple(self._enc(c, v.get(c.name), True, where) for c in self._argcols)
         return key, group, args
 
     # -- the batch -----------------------------------------------------------
-    def write(self, changes: Sequence[ViewChange], ver: int) -> tuple[int, int]:
-        """Apply the batch with version ``ver``; returns (groups written, groups removed)."""
+    def write(self, changes: Sequence[ViewChange], ver: int,
+              rejected: list[tuple[ViewChange, ProjectionError]] | None = None) -> tuple[int, int]:
+        """Apply the batch with version ``ver``; returns (groups written, groups removed).
+
+        A contribution that cannot be stored exactly raises :class:`ProjectionError`, or,
+        when ``rejected`` is a list, is skipped (the row keeps its stored contribution)
+        and appended there with the error (the sink dead-letters it)."""
         latest: dict[tuple[Any, ...], tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]] = {}
         for change in changes:
-            key, group, args = self._contribution(change)
+            try:
+                key, group, args = self._contribution(change)
+            except ProjectionError as exc:
+                if rejected is None:
+                    raise
+                rejected.append((change, exc))
+                continue
             latest[key] = (group, args)
         if not latest:
             return 0, 0
@@ -93,6 +106,7 @@ class AggregateView:
         else:
             written = removed = 0
         self._write_contrib(latest, ver)
+        self._recover_after = None
         return written, removed
 
     # The batch's new contributions go to a scratch table (<table>_stage, Memory engine,
@@ -105,6 +119,20 @@ class AggregateView:
         self.ch.insert(self.spec.table + "_stage", rows, self._kcols + self._gcols + self._acols + ["_is_deleted"],
                        self._ktypes + self._gtypes + self._atypes + ["UInt8"])
 
+    def recover(self, after_version: int) -> None:
+        """After a restart: the next batch also recomputes every group written with a version
+        above ``after_version`` (the checkpoint's). A batch that crashed after writing its
+        groups but before its checkpoint may have counted contributions that the replay
+        (with other batch boundaries) never reports as pre-images; recomputing those groups
+        from the stored contributions repairs them."""
+        self._recover_after = after_version
+
+    def max_version(self) -> int:
+        """The highest ``_version`` stored in the group and contribution tables (0 when empty)."""
+        rows = self.ch.query(f"SELECT greatest((SELECT max(_version) FROM {self.data}), "
+                             f"(SELECT max(_version) FROM {self.contrib}))")
+        return int(rows[0][0] or 0) if rows else 0
+
     def _stage_keys(self) -> str:
         return f"(SELECT {', '.join(ident(c) for c in self._kcols)} FROM {self.stage})"
 
@@ -114,7 +142,14 @@ class AggregateView:
         return (f"SELECT DISTINCT {g} FROM ("
                 f" SELECT {g} FROM {self.contrib} FINAL WHERE {_tuple_sql(self._kcols)} IN {self._stage_keys()}"
                 f"  AND _is_deleted = 0"
-                f" UNION ALL SELECT {g} FROM {self.stage} WHERE _is_deleted = 0)")
+                f" UNION ALL SELECT {g} FROM {self.stage} WHERE _is_deleted = 0{self._recovery_sql()})")
+
+    def _recovery_sql(self) -> str:
+        if self._recover_after is None:
+            return ""
+        plain = ", ".join(ident(c.name) for c in self.spec.groups) or "1"
+        return (f" UNION ALL SELECT {plain} FROM {self.data}"
+                f" WHERE _version > toUInt128('{int(self._recover_after)}')")
 
     def _affected(self) -> set[tuple[Any, ...]]:
         rows = self.ch.query(self._groups_sql())
@@ -128,11 +163,18 @@ class AggregateView:
         group_filter = (f" AND {_tuple_sql(self._gcols)} IN ({self._groups_sql()})" if self._gcols else "")
         measures = ", ".join(f"{m.sql()} AS {ident(m.name)}" for m in self.spec.measures)
         gsel = ", ".join(ident(c) for c in self._gcols)
+        keys = _tuple_sql(self._kcols)
+        # Only the keys that have (or had) a contribution in an affected group are merged
+        # (FINAL): a plain read of the group columns finds them (granules skipped by the
+        # group index where groups follow the key order), and the key filter, on the sorting
+        # key, is applied before FINAL. The group filter after FINAL keeps current rows only.
+        candidates = (f" AND {keys} IN (SELECT {', '.join(ident(c) for c in self._kcols)} FROM {self.contrib}"
+                      f" WHERE {_tuple_sql(self._gcols)} IN ({self._groups_sql()}))" if self._gcols else "")
         sql = (
             f"SELECT {gsel + ', ' if gsel else ''}{measures} FROM ("
             f" SELECT {sel_cols} FROM ("
-            f"  SELECT * FROM {self.contrib} FINAL"
-            f"  WHERE {_tuple_sql(self._kcols)} NOT IN {self._stage_keys()}"
+            f"  SELECT {sel_cols + ', ' if ga else ''}_is_deleted FROM {self.contrib} FINAL"
+            f"  WHERE {keys} NOT IN {self._stage_keys()}{candidates}"
             f" ) WHERE _is_deleted = 0{group_filter}"
             f" UNION ALL SELECT {sel_cols} FROM {self.stage} WHERE _is_deleted = 0"
             f"){' GROUP BY ' + gsel if gsel else ' HAVING count() > 0'}")

@@ -10,6 +10,7 @@ checkpoint. Every row written carries the batch's source position as its
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import decimal
 import time
 import uuid
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Collection, Sequence
 import orjson
 
 from ...config.models import SinkConfig
-from ...errors import SinkError
+from ...errors import ProjectionError, SinkError
 from ...events import TableId
 from ...expr.types import SqlType
 from ..base import StoredCheckpoint, ViewChange, WriteStats, register_planner, register_sink
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ...engine.plan import ProjectionPlan
 
 DEADLETTERS = "_cdcp_deadletters"
+log = logging.getLogger(__name__)
 
 
 def infer_sql_type(value: Any) -> SqlType:
@@ -113,6 +115,8 @@ class ClickHouseProjectionTarget:
         self._state = ClickHouseStateStore(sink.state, plan.name)
         self._ckpt_version = -1
         self._last_version = 0
+        self._ckpt_position_version = 0
+        self._recovered = False
         if spec is not None:
             self._open(spec)
 
@@ -159,6 +163,33 @@ class ClickHouseProjectionTarget:
             out.append(ViewChange(c.key, values))
         return out
 
+    def _recover(self, ver: int) -> int:
+        """First view write of this process: versions continue above everything stored (a batch
+        that crashed before its checkpoint may have written a higher version than the replay's
+        positions: the replay must win), and an aggregate recomputes the groups written after
+        the checkpoint (see :meth:`AggregateView.recover`)."""
+        assert self._view is not None
+        if self._ckpt_version < 0:
+            self.load_checkpoint()
+        stored = self._view.max_version()
+        if isinstance(self._view, AggregateView) and stored > self._ckpt_position_version:
+            self._view.recover(self._ckpt_position_version)
+        self._recovered = True
+        self._last_version = max(ver, stored)
+        return self._last_version
+
+    def _dead_letter(self, change: ViewChange, error: ProjectionError) -> None:
+        """A row whose value ClickHouse cannot hold exactly: the row keeps its stored content,
+        the failure becomes a dead letter (the mirror still advances, like an expression error)."""
+        from ...engine.deadletter import DeadLetter, letter_id
+        reason = f"{error.message} ({error.hint})" if error.hint else error.message
+        origin = {"sink": self._sink.name, "key": dumps(dict(change.key))}
+        letter = DeadLetter(id=letter_id(self.plan.name, [], f"{reason}|{origin['key']}"),
+                            projection=self.plan.name, reason=reason,
+                            raw=dumps(None if change.values is None else dict(change.values)), origin=origin)
+        self._sink.dead_letters().put(letter)
+        log.warning("%s: row %s not stored: %s", self.plan.name, dict(change.key), reason)
+
     def load_checkpoint(self) -> StoredCheckpoint | None:
         found = self._sink.state.load_checkpoint(self.plan.name)
         if found is None:
@@ -168,6 +199,7 @@ class ClickHouseProjectionTarget:
         self._ckpt_version = ver
         if position is not None:
             self._last_version = max(self._last_version, version(position))
+            self._ckpt_position_version = version(position)
         return StoredCheckpoint(streams, position, ts, updated)
 
     def write(self, changes: Sequence[ViewChange], rows: Sequence["MirrorRow"],
@@ -184,8 +216,13 @@ class ClickHouseProjectionTarget:
             if self._view is None:
                 self._open(self.spec or self._spec_from(changes[0]))
             assert self._view is not None
+            if not self._recovered:
+                ver = self._recover(ver)
             flat = self._flatten(changes) if self.plan.kind == "table" else list(changes)
-            stats.upserted, stats.deleted = self._view.write(flat, ver)
+            rejected: list[tuple[ViewChange, ProjectionError]] = []
+            stats.upserted, stats.deleted = self._view.write(flat, ver, rejected)
+            for change, error in rejected:
+                self._dead_letter(change, error)
         self._state.write(rows)
         if checkpoint is not None:
             if self._ckpt_version < 0:

@@ -27,8 +27,13 @@ class TableView:
         self._columns = spec.columns
         self._key_names = {c.name for c in spec.key}
 
-    def rows_for(self, changes: Sequence[ViewChange], ver: int) -> list[list[Any]]:
-        """Encoded ``_data`` rows for ``changes`` (last change of a key wins)."""
+    def rows_for(self, changes: Sequence[ViewChange], ver: int,
+                 rejected: list[tuple[ViewChange, ProjectionError]] | None = None) -> list[list[Any]]:
+        """Encoded ``_data`` rows for ``changes`` (last change of a key wins).
+
+        A value that cannot be stored exactly raises :class:`ProjectionError`, or, when
+        ``rejected`` is a list, skips that change (the row keeps its stored content) and
+        appends it with the error there (the sink dead-letters it)."""
         last: dict[tuple[Any, ...], ViewChange] = {}
         for change in changes:
             last[self._key_tuple(change.key)] = change
@@ -44,23 +49,37 @@ class TableView:
                 try:
                     row.append(col.type.encode(raw))
                 except ProjectionError as exc:
-                    raise ProjectionError(f"view {self.spec.projection}, key {dict(change.key)}, "
-                                          f"column {col.name}: {exc.message}", hint=exc.hint) from exc
-            row += [ver, 1 if values is None else 0]
-            out.append(row)
+                    error = ProjectionError(f"view {self.spec.projection}, key {dict(change.key)}, "
+                                            f"column {col.name}: {exc.message}", hint=exc.hint)
+                    if rejected is None:
+                        raise error from exc
+                    rejected.append((change, error))
+                    break
+            else:
+                row += [ver, 1 if values is None else 0]
+                out.append(row)
         return out
 
     def _key_tuple(self, key: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(key.get(c.name) for c in self.spec.key)
 
-    def write(self, changes: Sequence[ViewChange], ver: int) -> tuple[int, int]:
-        """Insert the batch's changes with version ``ver``; returns (upserted, deleted)."""
-        rows = self.rows_for(changes, ver)
+    def write(self, changes: Sequence[ViewChange], ver: int,
+              rejected: list[tuple[ViewChange, ProjectionError]] | None = None) -> tuple[int, int]:
+        """Insert the batch's changes with version ``ver``; returns (upserted, deleted).
+        ``rejected``: see :meth:`rows_for`."""
+        rows = self.rows_for(changes, ver, rejected)
+        if not rows:
+            return 0, 0
         names = [c.name for c in self._columns] + ["_version", "_is_deleted"]
         types = [c.type.name for c in self._columns] + ["UInt128", "UInt8"]
         self.ch.insert(self.spec.table + "_data", rows, names, types)
         deleted = sum(1 for r in rows if r[-1])
         return len(rows) - deleted, deleted
+
+    def max_version(self) -> int:
+        """The highest ``_version`` stored (0 when empty)."""
+        rows = self.ch.query(f"SELECT max(_version) FROM {self.ch.qualified(self.spec.table + '_data')}")
+        return int(rows[0][0] or 0) if rows else 0
 
     def read(self) -> list[dict[str, Any]]:
         """Every live row of the view, decoded to canonical Python values, in key order."""
