@@ -82,6 +82,7 @@ def direct_child(args: argparse.Namespace) -> dict[str, Any]:
         import cProfile
         profiler = cProfile.Profile()
         profiler.enable()
+    engine0, sink0 = pipeline.stats.engine_s, pipeline.stats.sink_s
     t0 = time.perf_counter()
     done = 0
     while done < args.rows:
@@ -95,8 +96,8 @@ def direct_child(args: argparse.Namespace) -> dict[str, Any]:
     pipeline.close()
     opened.close()
     return {"side": "direct", "events": done, "seconds": round(elapsed, 3), "events_per_s": round(done / elapsed),
-            "engine_s": round(stats.engine_s, 2), "sink_s": round(stats.sink_s, 2),
-            "source_s": round(elapsed - stats.engine_s - stats.sink_s, 2), "insert_s": round(insert_s, 2),
+            "engine_s": round(stats.engine_s - engine0, 2), "sink_s": round(stats.sink_s - sink0, 2),
+            "source_s": round(elapsed - (stats.engine_s - engine0) - (stats.sink_s - sink0), 2), "insert_s": round(insert_s, 2),
             "rows_in_view": rows_in_view, "peak_rss_mb": round(_peak_rss_mb())}
 
 
@@ -184,12 +185,12 @@ def debezium_child(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- parent ----------------------------------------------------------------------------
 def _child(side: str, args: argparse.Namespace, db: Any, workdir: str) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", side, "--rows", str(args.rows), "--batch", str(args.batch),
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", side, "--rows", str(args.rows), "--batch", str(args.batch),
            "--dsn", db.dsn, "--capture-dsn", db.capture_dsn, "--admin-dsn", db.admin_dsn,
            "--slot", f"bench_{side}_{os.getpid()}", "--workdir", workdir]
     if args.profile and side == "direct":
         cmd.append("--profile")
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)  # pydbzengine writes logs/ in cwd
     if out.returncode != 0:
         raise SystemExit(f"{side} child failed:\n{out.stderr[-3000:]}")
     return json.loads(Path(workdir, f"{side}.json").read_text())
