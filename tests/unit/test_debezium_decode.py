@@ -381,3 +381,30 @@ def test_schema_cache_distinguishes_schemas(dec: DebeziumDecoder) -> None:
     b = dec.decode(TOPIC, key(), orjson.dumps(other_env))
     assert a is not None and b is not None and a.after is not None and b.after is not None
     assert a.after["price"] == Decimal("123.45") and b.after["price"] == Decimal("12.345")
+
+
+def test_plain_column_of_the_wrong_json_type_is_a_decode_error() -> None:
+    """A string where the schema says int (or a bool where it says string) is refused
+    with the column named; floats accept ints and the NaN/Infinity words."""
+    schema = {"type": "struct", "name": "shop.public.t.Envelope", "fields": [
+        {"field": "after", "optional": True, "type": "struct", "name": "shop.public.t.Value", "fields": [
+            f("id", "int32", optional=False), f("name", "string"), f("ok", "boolean"), f("ratio", "double")]},
+        {"field": "before", "optional": True, "type": "struct", "name": "shop.public.t.Value", "fields": [
+            f("id", "int32", optional=False), f("name", "string"), f("ok", "boolean"), f("ratio", "double")]},
+        {"field": "source", "type": "struct", "fields": []}, f("op", "string")]}
+    src = {"schema": "public", "table": "t", "lsn": 100, "sequence": '["90", "100"]', "txId": 1}
+    dec = DebeziumDecoder(PREFIX)
+
+    def record(after: dict[str, Any]) -> bytes:
+        return orjson.dumps({"schema": schema, "payload": {"op": "c", "before": None, "after": after, "source": src}})
+
+    ok = dec.decode(TOPIC, None, record({"id": 1, "name": "a", "ok": True, "ratio": 2}))
+    assert ok is not None and ok.after == {"id": 1, "name": "a", "ok": True, "ratio": 2}
+    nan = dec.decode(TOPIC, None, record({"id": 2, "name": None, "ok": None, "ratio": "NaN"}))
+    assert nan is not None and nan.after["ratio"] == "NaN"
+    with pytest.raises(DecodeError, match=r"'id'.*int32.*str"):
+        dec.decode(TOPIC, None, record({"id": "seven", "name": "a", "ok": True, "ratio": 1.5}))
+    with pytest.raises(DecodeError, match=r"'name'.*string.*bool"):
+        dec.decode(TOPIC, None, record({"id": 3, "name": True, "ok": True, "ratio": 1.5}))
+    with pytest.raises(DecodeError, match=r"'ok'.*boolean.*int"):
+        dec.decode(TOPIC, None, record({"id": 3, "name": "a", "ok": 1, "ratio": 1.5}))

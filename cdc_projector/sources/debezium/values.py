@@ -260,6 +260,13 @@ def field_decoder(schema: Mapping[str, Any]) -> Decoder:
     return _guard(inner)
 
 
+#: Connect schema types whose JSON value is used as is: the Python class it must have
+_PLAIN_TYPES: dict[str, type] = {"int8": int, "int16": int, "int32": int, "int64": int,
+                                 "boolean": bool, "string": str, "float": float, "double": float,
+                                 "float32": float, "float64": float}
+_FLOAT_WORDS = frozenset({"NaN", "Infinity", "-Infinity"})
+
+
 def struct_decoder(schema: Mapping[str, Any]) -> RowDecoder:
     """Decoder of a row (a Connect ``struct``): column name -> decoded value.
 
@@ -273,15 +280,20 @@ def struct_decoder(schema: Mapping[str, Any]) -> RowDecoder:
     typed: list[tuple[str, Decoder]] = []
     strings: list[str] = []
     names: list[str] = []
+    plain: list[tuple[str, type, str]] = []
     for f in fields:
         name = f["field"]
         names.append(name)
         inner = _raw_decoder(f)
         if inner is not None:
             typed.append((name, _guard(inner)))
-        elif f.get("type") == "string":
+            continue
+        ftype = f.get("type")
+        if ftype == "string":
             strings.append(name)
-    typed_t, strings_t, names_t = tuple(typed), tuple(strings), tuple(names)
+        if ftype in _PLAIN_TYPES:
+            plain.append((name, _PLAIN_TYPES[ftype], ftype))
+    typed_t, strings_t, names_t, plain_t = tuple(typed), tuple(strings), tuple(names), tuple(plain)
     placeholder = TOAST_PLACEHOLDER
 
     def dec(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -298,6 +310,11 @@ def struct_decoder(schema: Mapping[str, Any]) -> RowDecoder:
                     out[name] = d(v)
         except (TypeError, ValueError, OverflowError, KeyError) as exc:
             raise DecodeError(f"cannot decode column {name!r}: {exc}") from exc
+        for name, cls, ftype in plain_t:   # a class check per plain column: cheap
+            v = out[name]
+            if v is not None and v.__class__ is not cls and not (cls is float and (
+                    v.__class__ is int or v in _FLOAT_WORDS)):
+                raise DecodeError(f"column {name!r}: schema says {ftype}, got {type(v).__name__} {v!r:.40}")
         for name in strings_t:
             if out[name] == placeholder:
                 out[name] = UNCHANGED_TOAST
