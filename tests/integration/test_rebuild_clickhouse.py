@@ -182,3 +182,34 @@ def test_verify_finds_a_row_altered_behind_the_projector(live: InProcess) -> Non
     assert drifted.drift
     assert drifted.comparison.different == [f"[{victim}]"], drifted.as_dict()
     assert not drifted.comparison.missing and not drifted.comparison.extra
+
+
+def test_no_swap_leaves_the_shadow_then_a_rebuild_replaces_it(pgdb: PgDb, tmp_path: Path) -> None:  # noqa: F811
+    from cdc_projector.rebuild.build import Rebuilder
+    from cdc_projector.rebuild.live import NoLive
+    from cdc_projector.rebuild.session import open_sink_for
+    seed(pgdb.dsn, customers=20, products=10, orders=200, seed=3)
+    cfg = write_config(tmp_path / "p.yaml", pgdb, f"t_rbns_{uuid.uuid4().hex[:8]}", ["orders_flat"],
+                       {"analytics": {"type": "clickhouse", "url": f"chdb://{tmp_path / 'ch'}",
+                                      "database": "analytics"}}, free_port())
+    project = load_config(str(cfg)).project
+    plan = plan_of(project, "orders_flat")
+    sink = open_sink_for(project, plan)
+    try:
+        kept = Rebuilder(project, sink, plan, NoLive(), swap=False).run()
+        assert not kept.swapped and kept.view == "analytics.orders_flat__rebuild", kept.as_dict()
+        tables = {r[0] for r in sink.ch.query("SELECT name FROM system.tables WHERE database = 'analytics'")}
+        assert {"orders_flat__rebuild", "orders_flat__rebuild_data"} <= tables and "orders_flat" not in tables
+        rows = sink.ch.query("SELECT count() FROM analytics.orders_flat__rebuild")[0][0]
+        assert rows == len(oracle.expected(pgdb.dsn, "orders_flat"))
+
+        swapped = Rebuilder(project, sink, plan, NoLive()).run()
+        assert swapped.swapped and swapped.checksum == kept.checksum, (kept.as_dict(), swapped.as_dict())
+        assert "dropped the leftovers of an interrupted rebuild" in swapped.notes
+        tables = {r[0] for r in sink.ch.query("SELECT name FROM system.tables WHERE database = 'analytics'")}
+        assert not [t for t in tables if "__rebuild" in t], tables
+        actual = {r["id"]: {k: v for k, v in r.items() if k != "id"}
+                  for r in sink.ch.query_dicts("SELECT * FROM analytics.orders_flat")}
+        assert not oracle.diff(oracle.expected(pgdb.dsn, "orders_flat"), actual)
+    finally:
+        sink.close()
