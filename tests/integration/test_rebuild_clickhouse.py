@@ -213,3 +213,53 @@ def test_no_swap_leaves_the_shadow_then_a_rebuild_replaces_it(pgdb: PgDb, tmp_pa
         assert not oracle.diff(oracle.expected(pgdb.dsn, "orders_flat"), actual)
     finally:
         sink.close()
+
+
+def test_rebuild_killed_midway_leaves_the_live_table_and_the_next_one_succeeds(pgdb: PgDb, tmp_path: Path) -> None:  # noqa: F811
+    import signal
+    from cdc_projector.rebuild.canonical import checksum
+    from cdc_projector.rebuild.session import open_sink_for
+    from tests.integration.test_rebuild_helpers import cli, start_cli
+    seed(pgdb.dsn, customers=200, products=20, orders=6000, seed=8)
+    cfg = write_config(tmp_path / "p.yaml", pgdb, f"t_rbkill_{uuid.uuid4().hex[:8]}", ["orders_flat"],
+                       {"analytics": {"type": "clickhouse", "url": f"chdb://{tmp_path / 'ch'}",
+                                      "database": "analytics"}}, free_port(), batch_size=200)
+    env = {"CDC_PROJECTOR_STATE_DIR": str(tmp_path / "state")}
+    project = load_config(str(cfg)).project
+    plan = plan_of(project, "orders_flat")
+
+    def live_rows() -> tuple[list[dict[str, Any]], list[str]]:
+        sink = open_sink_for(project, plan)
+        try:
+            rows = sink.ch.query_dicts("SELECT * FROM analytics.orders_flat")
+            tables = [r[0] for r in sink.ch.query("SELECT name FROM system.tables WHERE database = 'analytics'")]
+            return rows, tables
+        finally:
+            sink.close()
+
+    first = cli("rebuild", "orders_flat", "-c", str(cfg), env=env)
+    assert first.returncode == 0, first.stderr
+    before, _ = live_rows()
+    assert len(before) == 6000
+
+    proc = start_cli("rebuild", "orders_flat", "-c", str(cfg), env=env)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()           # the first progress line: the shadow is being built
+        assert "rebuild orders_flat: snapshot" in line, line
+        time.sleep(1.0)
+        assert proc.poll() is None, "the rebuild ended before it could be killed: make the data larger"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    after, tables = live_rows()
+    assert checksum(after) == checksum(before), "the killed rebuild changed the live view"
+    assert "orders_flat__rebuild_data" in tables, tables     # it was killed midway indeed
+
+    again = cli("rebuild", "orders_flat", "-c", str(cfg), env=env)
+    assert again.returncode == 0, again.stderr
+    final, tables = live_rows()
+    assert checksum(final) == checksum(before)
+    assert not [t for t in tables if "__rebuild" in t], tables
