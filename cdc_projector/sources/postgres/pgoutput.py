@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from ...errors import DecodeError
 from ...events import UNCHANGED_TOAST, ChangeEvent, Op, Position, TableId
-from .typecodec import ValueDecoder, decoder_for
+from .typecodec import ValueDecoder, _bool, _str, decoder_for
 
 #: microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 UTC)
 PG_EPOCH_OFFSET_US = 946_684_800_000_000
@@ -63,6 +63,9 @@ class Relation:
     type_oids: list[int]
     decoders: list[ValueDecoder]
     key_columns: tuple[str, ...]
+    #: per column, how its text is decoded: _RAW (decoder takes the bytes), _TEXT (the
+    #: str itself), _BOOL ('t'/'f'), _DECODE (decoder takes the str)
+    modes: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -85,6 +88,19 @@ class _Tx:
     poison: list[tuple[object, dict[str, object], str]] = field(default_factory=list)
     seq: int = 0
     origin: str | None = None
+
+
+_DECODE, _RAW, _TEXT, _BOOL = 0, 1, 2, 3
+
+
+def _mode(decoder: ValueDecoder) -> int:
+    if decoder is int or decoder is float:     # int(b"12") == int("12"): no str needed
+        return _RAW
+    if decoder is _str:
+        return _TEXT
+    if decoder is _bool:
+        return _BOOL
+    return _DECODE
 
 
 def _cstring(buf: bytes, pos: int) -> tuple[str, int]:
@@ -194,27 +210,36 @@ class PgOutputDecoder:
             pk = self._primary_key(table)
             key = tuple(pk) if pk else tuple(flagged)
         decoders = [decoder_for(oid, self._resolve_type) for oid in oids]
-        self.relations[rel_id] = Relation(rel_id, table, ident, columns, oids, decoders, key)
+        self.relations[rel_id] = Relation(rel_id, table, ident, columns, oids, decoders, key,
+                                          tuple(_mode(d) for d in decoders))
 
     def _tuple(self, buf: bytes, pos: int, rel: Relation) -> tuple[dict[str, Any], int]:
         natts = _U16(buf, pos)[0]
         pos += 2
         cols = rel.columns
         decs = rel.decoders
+        modes = rel.modes
         row: dict[str, Any] = {}
         for i in range(natts):
             kind = buf[pos]
-            pos += 1
             if kind == 116:                      # t: text value
-                ln = _U32(buf, pos)[0]
-                pos += 4
-                end = pos + ln
-                row[cols[i]] = decs[i](buf[pos:end].decode())
-                pos = end
+                start = pos + 5
+                pos = start + _U32(buf, pos + 1)[0]
+                mode = modes[i]
+                if mode == 2:                    # _TEXT
+                    row[cols[i]] = buf[start:pos].decode()
+                elif mode == 1:                  # _RAW
+                    row[cols[i]] = decs[i](buf[start:pos])
+                elif mode == 3:                  # _BOOL
+                    row[cols[i]] = buf[start] == 116 and pos - start == 1
+                else:
+                    row[cols[i]] = decs[i](buf[start:pos].decode())
             elif kind == 110:                    # n: null
                 row[cols[i]] = None
+                pos += 1
             elif kind == 117:                    # u: unchanged toast
                 row[cols[i]] = UNCHANGED_TOAST
+                pos += 1
             else:
                 raise DecodeError(f"unsupported tuple value kind {chr(kind)!r} in {rel.table}",
                                   hint="do not enable the binary option of pgoutput")
