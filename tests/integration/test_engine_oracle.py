@@ -42,9 +42,17 @@ def project_dict(db: PgDb, mongo_db: str, slot: str, extra: dict[str, Any] | Non
         "version": 1,
         "source": {"dsn": db.capture_dsn, "slot_name": slot, "publication": db.publication},
         "sinks": {"docs": {"type": "mongodb", "url": MONGODB_URL, "database": mongo_db}},
-        "runtime": {"batch_size": 500, "batch_ms": 100},
+        "runtime": {"batch_size": 500, "batch_ms": 100, "http": {"port": _free_port()}},
         "projections": projections,
     }
+
+
+def _free_port() -> int:
+    """A free local port for the run process's dashboard (several runs may share the machine)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -144,14 +152,14 @@ def test_direct_source_matches_oracle_across_restarts(pgdb: PgDb, mongo_db: str)
 def test_expression_error_dead_letters_one_row_others_flow(pgdb: PgDb, mongo_db: str) -> None:  # noqa: F811
     seed(pgdb.dsn, customers=10, products=10, orders=20, seed=5)
     bad = {"bad_ratio": {"kind": "document", "sink": "docs", "from": "public.products",
-                         "fields": {"name": "name", "ratio": "100 / stock"}}}
+                         "fields": {"name": "name", "ratio": "100 / price"}}}
     project = ProjectFile.model_validate(project_dict(pgdb, mongo_db, f"t_{uuid.uuid4().hex[:8]}", bad))
     import psycopg2
     with psycopg2.connect(pgdb.dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT sku FROM products ORDER BY sku LIMIT 1")
         sku = cur.fetchone()[0]
-        cur.execute("UPDATE products SET stock = 0 WHERE sku = %s", (sku,))
-        cur.execute("UPDATE products SET stock = 1 WHERE sku <> %s", (sku,))
+        cur.execute("UPDATE products SET price = 0 WHERE sku = %s", (sku,))
+        cur.execute("UPDATE products SET price = 1 WHERE sku <> %s", (sku,))
     running = Running(project, ["bad_ratio"])
     store = running.opened.sinks["docs"].dead_letters()
     client = pymongo.MongoClient(MONGODB_URL)

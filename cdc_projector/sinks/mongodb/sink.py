@@ -386,10 +386,31 @@ class MongoSink:
         """Ordered bulk writes in chunks; the first failure aborts (as FerretDB does)."""
         step = self.write_chunk
         for i in range(0, len(ops), step):
+            chunk = list(ops[i:i + step])
             try:
-                coll.bulk_write(list(ops[i:i + step]), ordered=True)
+                coll.bulk_write(chunk, ordered=True)
+            except KeyError:
+                # FerretDB v1 answers a refused statement with a reply pymongo's bulk merge
+                # cannot read (KeyError 'nModified'): redo the chunk one statement at a time
+                # (each is idempotent) so the real server error, and the document, are named.
+                self._one_by_one(coll, chunk, what)
             except Exception as exc:  # noqa: BLE001
                 raise translate(exc, what) from exc
+
+    @staticmethod
+    def _one_by_one(coll: Any, ops: Sequence[Any], what: str) -> None:
+        from pymongo import DeleteOne, ReplaceOne
+        for op in ops:
+            try:
+                if isinstance(op, ReplaceOne):
+                    coll.replace_one(op._filter, op._doc, upsert=op._upsert)
+                elif isinstance(op, DeleteOne):
+                    coll.delete_one(op._filter)
+                else:
+                    coll.bulk_write([op], ordered=True)
+            except Exception as exc:  # noqa: BLE001
+                err = translate(exc, f"{what} (document {op._filter.get('_id')!r})")
+                raise err from exc
 
     def close(self) -> None:
         if self._client is not None:
