@@ -54,7 +54,7 @@ class Stack:
         self.slot = f"t_rb_{uuid.uuid4().hex[:8]}"
         self.config = write_config(tmp / "p.yaml", db, self.slot, [NAME],
                                    {"docs": {"type": "mongodb", "url": MONGODB_URL, "database": mongo_db}},
-                                   self.port)
+                                   self.port, batch_size=50)
         self.env = {"CDC_PROJECTOR_STATE_DIR": str(tmp / "state")}
         self.client = pymongo.MongoClient(MONGODB_URL, tz_aware=True)
         self.run: Any = None
