@@ -193,3 +193,18 @@ def preflight(dsn: str, tables: Iterable[TableId | str], publication: str, *,
     if raise_errors:
         report.raise_if_failed()
     return report
+
+
+def check_capture(conn: Any, tables: Iterable[TableId], publication: str) -> None:
+    """The checks a starting source repeats on its own connection: ``wal_level``,
+    the publication and every table's replica identity (a table without a primary
+    key or with REPLICA IDENTITY NOTHING would otherwise stream changes that cannot
+    be keyed). Raises :class:`~cdc_projector.errors.PreflightError` naming the fix."""
+    report = PreflightReport()
+    try:
+        check_wal_level(conn, report)
+        _check_tables(conn, list(tables), publication, report)
+    except psycopg2.Error as exc:
+        raise PreflightError(f"preflight query failed: {str(exc).strip()}",
+                             hint="check that the DSN points at the source database") from None
+    report.raise_if_failed()

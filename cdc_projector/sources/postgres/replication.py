@@ -49,6 +49,7 @@ from ...errors import SourceError
 from ...events import ChangeEvent, Op, Position, TableId, format_lsn
 from ..base import Batch, Checkpoint, ResumeFn
 from .pgoutput import Committed, PgOutputDecoder
+from .preflight import check_capture
 from .slot import check_slot_name, connect, create_slot, get_slot
 from .snapshot import SnapshotReader, TableSnapshot, primary_key
 from .typecodec import catalog_resolver
@@ -115,6 +116,7 @@ class PostgresSource:
         snap_ids = {t: f"snapshot:{t}" for t in self.tables}
         checkpoint = resume([self.stream_id, *snap_ids.values()])
         self._meta = connect(self.dsn)
+        check_capture(self._meta, self.tables, self.publication)
         self._repl = connect(self.dsn, replication=True)
         resolve = catalog_resolver(self._meta)
         self._decoder = PgOutputDecoder(self.stream_id, resolve, lambda t: primary_key(self._meta, t))
