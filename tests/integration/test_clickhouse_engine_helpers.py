@@ -66,11 +66,13 @@ class Projector:
         self.config.write_text(yaml.safe_dump(doc, sort_keys=False))
         self.env = {**os.environ, "CDC_PROJECTOR_STATE_DIR": str(tmp / "state")}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
 
     # -- process -----------------------------------------------------------
     def start(self) -> "Projector":
         if self.source == "postgres" and self.proc is None:
             wait_for_slot_headroom(self.db, len(self.names))
+        self.starts += 1
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", "from cdc_projector.cli import main; main()", "run", "-c", str(self.config),
@@ -93,6 +95,12 @@ class Projector:
         """SIGTERM: finish the batch in hand, checkpoint, exit 0."""
         if self.proc is None or self.proc.poll() is not None:
             return
+        # SIGTERM before `run` installed its handlers would just kill it: wait for start-up
+        marker = f"running {self.names[-1]} "
+        end = time.monotonic() + 180
+        while self.log.read_text(errors="replace").count(marker) < self.starts and time.monotonic() < end:
+            self.alive()
+            time.sleep(0.2)
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout=120)
         assert code == 0, f"run exited {code}:\n{self.tail()}"
