@@ -155,11 +155,23 @@ def verify(name: str, config_path: str, as_json: bool, rounds: int, timeout_s: f
             for key in data[f"first_{label}"][:first]:
                 click.echo(f"  {label}: {key}")
                 if key in details:
-                    click.echo(f"    expected {json.dumps(details[key]['expected'], sort_keys=True, default=str)[:300]}")
-                    click.echo(f"    actual   {json.dumps(details[key]['actual'], sort_keys=True, default=str)[:300]}")
+                    for line in _field_diff(details[key]["expected"], details[key]["actual"]):
+                        click.echo(f"    {line}")
         click.echo("DRIFT" if data["drift"] else "OK")
     if data["drift"]:
         sys.exit(1)
+
+
+def _field_diff(expected: object, actual: object, limit: int = 8) -> list[str]:
+    """The top-level fields whose canonical values differ, one line each."""
+    if not isinstance(expected, dict) or not isinstance(actual, dict):
+        return [f"expected {json.dumps(expected, default=str)[:200]}", f"actual   {json.dumps(actual, default=str)[:200]}"]
+    out = []
+    for name in sorted(set(expected) | set(actual)):
+        if expected.get(name) != actual.get(name):
+            out.append(f"{name}: expected {json.dumps(expected.get(name), sort_keys=True, default=str)[:150]}, "
+                       f"actual {json.dumps(actual.get(name), sort_keys=True, default=str)[:150]}")
+    return out[:limit]
 
 
 COMMANDS = [rebuild, verify]
