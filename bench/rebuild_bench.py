@@ -76,7 +76,7 @@ def run(rows: int, batch: int) -> dict[str, object]:
             result = Rebuilder(project, sink, plan, NoLive(), progress=Progress("orders_table"),
                                with_checksum=False, catchup_timeout_s=3600).run()
             total_s = time.perf_counter() - t0
-            count = sink.ch.query("SELECT count() FROM bench.orders_table")[0][0]
+            count = sink.ch.query("SELECT count() FROM bench.orders_table")[0][0]  # type: ignore[attr-defined]
         finally:
             sink.close()
         assert count == rows, f"the rebuilt view has {count} rows, expected {rows}"
