@@ -16,26 +16,69 @@ import platform
 import os
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import psycopg2  # noqa: E402
 import pymongo  # noqa: E402
 
 from cdc_projector.ops.wait import current_lsn  # noqa: E402
 from cdc_projector.sample.seed import seed  # noqa: E402
-from cdc_projector.sample.workload import run_workload  # noqa: E402
+from cdc_projector.sample.workload import WorkloadStats, run_workload  # noqa: E402
 from tests.integration.test_ops_harness import Projector, free_port, write_config  # noqa: E402
 from tests.support.pgdb import fresh_database  # noqa: E402
 from tests.support.services import MONGODB_URL  # noqa: E402
+
+
+def row_changes(dsn: str) -> int:
+    """Rows inserted + updated + deleted in the database so far (pg_stat_user_tables; a
+    few hundred ms behind, which is why the load is followed by the catch-up wait)."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_stat_clear_snapshot()")
+            cur.execute("SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables")
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+    finally:
+        conn.close()
+
+
+def parallel_workload(dsn: str, writers: int, seconds: float, rate: float) -> WorkloadStats:
+    """``writers`` workload connections for ``seconds``, each capped at ``rate / writers`` ops/s."""
+    results: list[WorkloadStats] = []
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            results.append(run_workload(dsn, duration=seconds, rate=rate / writers, seed=3 + i))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if not results:
+        raise errors[0] if errors else RuntimeError("no workload ran")
+    total = WorkloadStats()
+    total.ops = sum(r.ops for r in results)
+    total.transactions = sum(r.transactions for r in results)
+    if errors:
+        print(f"{len(errors)} writer(s) failed (e.g. a deadlock between writers): {errors[0]}", file=sys.stderr)
+    return total
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=5000.0, help="target write operations per second")
     ap.add_argument("--seconds", type=float, default=60.0, help="duration of the steady load")
+    ap.add_argument("--catch-up-timeout", type=int, default=600, help="seconds to wait for the views after the load")
+    ap.add_argument("--writers", type=int, default=2, help="parallel workload connections (the rate is split)")
     ap.add_argument("--projection", action="append", default=None, help="projection(s) of shop.yaml (document kind)")
     args = ap.parse_args()
     names = tuple(args.projection or ("customer_profile", "order_document"))
@@ -48,20 +91,26 @@ def main() -> int:
                         tmp / "state", port, tmp / "run.log").start()
         try:
             assert run.cli("wait", "--lsn", current_lsn(db.dsn), "--timeout", "600").returncode == 0
+            rows0 = row_changes(db.dsn)
             t0 = time.monotonic()
-            stats = run_workload(db.dsn, duration=args.seconds, rate=args.rate, seed=3)
+            stats = parallel_workload(db.dsn, args.writers, args.seconds, args.rate)
             wrote_s = time.monotonic() - t0
+            rows = row_changes(db.dsn) - rows0
             t1 = time.monotonic()
-            done = run.cli("wait", "--lsn", current_lsn(db.dsn), "--timeout", "1800")
+            done = run.cli("wait", "--lsn", current_lsn(db.dsn), "--timeout", str(args.catch_up_timeout),
+                           timeout=args.catch_up_timeout + 60)
             catch_up_s = time.monotonic() - t1
             status = run.status()
             print(json.dumps({
                 "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.node()} {os.cpu_count()} cpu "
                                                                    f"{platform.machine()}",
-                "target_rate": args.rate, "achieved_ops_per_s": round(stats.ops_per_s, 1), "transactions": stats.transactions,
+                "load_average": os.getloadavg(), "writers": args.writers,
+                "target_rate": args.rate, "achieved_ops_per_s": round(stats.ops / wrote_s, 1),
+                "achieved_row_changes_per_s": round(rows / wrote_s, 1), "transactions": stats.transactions,
                 "seconds": round(wrote_s, 1), "catch_up_after_load_s": round(catch_up_s, 1),
                 "caught_up": done.returncode == 0,
                 "lag_15m": {n: s["lag"]["15m"] for n, s in status.items()},
+                "last_lag_s": {n: s["last_lag_s"] for n, s in status.items()},
                 "events": {n: s["events_total"] for n, s in status.items()},
             }, indent=2))
             return 0
