@@ -277,3 +277,27 @@ def test_oversized_transaction_keeps_previous_checkpoint(pgdb: PgDb) -> None:
     assert batches[0].checkpoint[stream] == batches[1].checkpoint[stream] == cp0[stream]
     assert batches[2].checkpoint[stream] > cp0[stream]
     assert [e.position.seq for b in batches for e in b.events] == list(range(25))
+
+
+def test_stream_survives_a_busy_pipeline_longer_than_wal_sender_timeout(pgdb: PgDb) -> None:
+    """While the pipeline is busy elsewhere (a slow sink write), the source's keepalive thread
+    answers the server, so the walsender is not dropped after wal_sender_timeout."""
+    import time
+    admin = psycopg2.connect(pgdb.admin_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:                # 2 s instead of 60 s, for this test database only
+        cur.execute(f'ALTER DATABASE "{pgdb.name}" SET wal_sender_timeout = 2000')
+    admin.close()
+    src = PostgresSource(pgdb.capture_dsn, slot_name=f"cdcp_{uuid.uuid4().hex[:10]}", publication=pgdb.publication,
+                         tables=["public.countries"], snapshot="never", heartbeat_s=3600)
+    src.KEEPALIVE_S = 0.5
+    src.open(lambda ids: {})
+    try:
+        execute(pgdb, "INSERT INTO countries VALUES ('AB', 'x', NULL)")
+        collect(src, lambda ev: len(ev) >= 1)
+        time.sleep(6.0)                      # three walsender timeouts without a poll
+        execute(pgdb, "INSERT INTO countries VALUES ('AC', 'y', NULL)")
+        events, _ = collect(src, lambda ev: any(e.key == {"code": "AC"} for e in ev))
+    finally:
+        src.close()
+    assert [e.key for e in events if e.op is Op.CREATE] == [{"code": "AC"}]

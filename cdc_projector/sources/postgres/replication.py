@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import select
+import threading
 import time
 from typing import Any, Iterable, Iterator, Literal
 
@@ -101,6 +102,11 @@ class PostgresSource:
         self._hb_requested_at: float | None = None
         self._hb_wal_end = 0
         self._backlog_cache: tuple[float, dict[str, int]] | None = None
+        # the replication cursor is used by poll/ack and by the keepalive thread
+        self._cur_lock = threading.Lock()
+        self._keepalive: threading.Thread | None = None
+        self._keepalive_stop = threading.Event()
+        self._last_feedback = time.monotonic()
 
     @classmethod
     def from_config(cls, source: Any, tables: Iterable[TableId | str], **kwargs: Any) -> "PostgresSource":
@@ -252,6 +258,32 @@ class PostgresSource:
                                    "(`cdc-projector source preflight`)") from None
         self._streaming = True
         self._last_activity = time.monotonic()
+        self._last_feedback = time.monotonic()
+        self._keepalive_stop.clear()
+        self._keepalive = threading.Thread(target=self._keep_alive, name=f"keepalive-{self.slot_name}",
+                                           daemon=True)
+        self._keepalive.start()
+
+    #: seconds between standby status messages while the pipeline is busy elsewhere
+    #: (PostgreSQL drops a walsender that hears nothing for wal_sender_timeout, 60 s by default)
+    KEEPALIVE_S = 10.0
+
+    def _keep_alive(self) -> None:
+        """Send a status message (no new position) when nobody used the stream for a while,
+        e.g. while a slow sink holds the pipeline for longer than wal_sender_timeout."""
+        while not self._keepalive_stop.wait(self.KEEPALIVE_S / 4):
+            if time.monotonic() - self._last_feedback < self.KEEPALIVE_S:
+                continue
+            if not self._cur_lock.acquire(blocking=False):
+                continue                      # poll or ack is using the stream: it answers the server
+            try:
+                if self._cur is not None and self._streaming:
+                    self._cur.send_feedback(force=True)
+                    self._last_feedback = time.monotonic()
+            except psycopg2.Error as exc:     # the next poll reports the broken stream
+                log.debug("keepalive on slot %s failed: %s", self.slot_name, exc)
+            finally:
+                self._cur_lock.release()
 
     def _accept(self, done: Committed, events: list[ChangeEvent]) -> None:
         for ev in done.events:
@@ -265,6 +297,12 @@ class PostgresSource:
             events.append(ev)
 
     def _poll_stream(self, max_events: int, timeout_s: float) -> Batch | None:
+        with self._cur_lock:
+            batch = self._poll_stream_locked(max_events, timeout_s)
+            self._last_feedback = time.monotonic()
+            return batch
+
+    def _poll_stream_locked(self, max_events: int, timeout_s: float) -> Batch | None:
         decoder = self._decoder
         assert decoder is not None
         cur = self._cur
@@ -338,7 +376,9 @@ class PostgresSource:
         self._acked = lsn
         if self._cur is not None and self._streaming:
             try:
-                self._cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, force=True)
+                with self._cur_lock:
+                    self._cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, force=True)
+                    self._last_feedback = time.monotonic()
             except psycopg2.Error as exc:
                 raise SourceError(f"cannot acknowledge {format_lsn(lsn)} on slot {self.slot_name!r}: "
                                   f"{str(exc).strip()}", hint="the next run resumes from the sink's checkpoint") from None
@@ -363,6 +403,10 @@ class PostgresSource:
 
     def close(self) -> None:
         """Disconnect without acknowledging anything more."""
+        self._keepalive_stop.set()
+        if self._keepalive is not None:
+            self._keepalive.join(timeout=5)
+            self._keepalive = None
         if self._snapshot_reader is not None:
             self._snapshot_reader.close()
             self._snapshot_reader = self._snapshot = None
