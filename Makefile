@@ -1,7 +1,9 @@
 # cdc-projector: developer entry points. Everything a fresh machine needs is installed by
 # these targets (pip here; apt, Maven Central and go builds inside `stack-up`).
 PYTHON ?= python3
-PYTEST_ARGS ?=
+# three workers, one test file per worker at a time: integration tests mostly wait on
+# catch-up, and each isolates itself (own database, slot, topics, collections, ports)
+PYTEST_ARGS ?= -n 3 --dist loadfile
 
 .PHONY: setup stack-up stack-down stack-status test demo
 
