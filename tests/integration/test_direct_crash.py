@@ -38,7 +38,7 @@ from tests.support.services import MONGODB_URL, require
 
 NAMES = ("customer_profile", "order_document")
 #: enough rows that the initial snapshot into FerretDB v1 (slow writes) takes many batches here
-SEED = {"customers": 150, "products": 20, "orders": 600}
+SEED = {"customers": 30, "products": 10, "orders": 100}
 STREAM_KILLS = 3
 
 
@@ -48,7 +48,7 @@ def mongo_db() -> Iterator[str]:
     require("ferretdb")
     name = f"t_crash_{uuid.uuid4().hex[:10]}"
     yield name
-    client = pymongo.MongoClient(MONGODB_URL)
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(MONGODB_URL)
     try:
         client.drop_database(name)
     finally:
@@ -87,7 +87,7 @@ def _snapshotting(run: Projector) -> dict[str, Any] | None:
 
 
 def _sink_counts(mongo_db: str) -> dict[str, int]:
-    client = pymongo.MongoClient(MONGODB_URL)
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(MONGODB_URL)
     try:
         return {c: client[mongo_db][c].count_documents({}) for c in client[mongo_db].list_collection_names()}
     finally:
@@ -99,12 +99,12 @@ def test_sigkill_mid_snapshot_and_mid_stream_then_oracle_holds_and_no_slot_left(
         pgdb: PgDb, mongo_db: str, tmp_path: Path) -> None:  # noqa: F811
     seed(pgdb.dsn, seed=5, **SEED)
     port = free_port()
-    config = write_config(tmp_path / "shop.yaml", pgdb, MONGODB_URL, mongo_db, port, NAMES, batch_size=100)
+    config = write_config(tmp_path / "shop.yaml", pgdb, MONGODB_URL, mongo_db, port, NAMES, batch_size=20)
     run = Projector(config, tmp_path / "state", port, tmp_path / "run.log")
     stop = threading.Event()
     stats: list[WorkloadStats] = []
     writer = threading.Thread(
-        target=lambda: stats.append(run_workload(pgdb.dsn, rate=40, seed=11, stop=stop)), daemon=True)
+        target=lambda: stats.append(run_workload(pgdb.dsn, rate=5, seed=11, stop=stop)), daemon=True)
     try:
         # 1. SIGKILL in the middle of the initial snapshot
         run.start()
@@ -119,7 +119,7 @@ def test_sigkill_mid_snapshot_and_mid_stream_then_oracle_holds_and_no_slot_left(
         for i in range(STREAM_KILLS):
             run.start()
             before = sum(st["events_total"] for st in run.status().values())
-            eventually(lambda: sum(st["events_total"] for st in run.status().values()) > before + 50
+            eventually(lambda: sum(st["events_total"] for st in run.status().values()) > before + 20
                        and all(st.get("snapshot") is None for st in run.status().values()),
                        f"kill {i + 1}: no streamed changes applied after the restart", timeout=300)
             time.sleep(rng.uniform(0.5, 2.5))
@@ -131,7 +131,12 @@ def test_sigkill_mid_snapshot_and_mid_stream_then_oracle_holds_and_no_slot_left(
         # 3. final restart: catch up, then compare with the oracle
         run.start()
         lsn = current_lsn(pgdb.dsn)
-        done = run.cli("wait", "--lsn", lsn, "--timeout", "600", timeout=660)
+        # FerretDB v1 applies a few statements per second on a loaded machine (docs/operations.md):
+        # give the catch-up up to 20 minutes, in waits of 300 s (the wait command's longest)
+        for _ in range(4):
+            done = run.cli("wait", "--lsn", lsn, "--timeout", "300", timeout=360)
+            if done.returncode == 0:
+                break
         assert done.returncode == 0, f"did not catch up to {lsn}: {done.stdout}{done.stderr}"
         run.stop()
         problems = oracle_problems(pgdb.dsn, MONGODB_URL, mongo_db, NAMES)
