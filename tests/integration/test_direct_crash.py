@@ -95,6 +95,7 @@ def _sink_counts(mongo_db: str) -> dict[str, int]:
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(2400)  # FerretDB v1 is slow here: snapshot twice, three restarts, catch-up
 def test_sigkill_mid_snapshot_and_mid_stream_then_oracle_holds_and_no_slot_left(
         pgdb: PgDb, mongo_db: str, tmp_path: Path) -> None:  # noqa: F811
     seed(pgdb.dsn, seed=5, **SEED)
