@@ -42,6 +42,8 @@ _CHUNK = 1000
 #: statements (seen with both its sqlite and postgresql handlers): stay well below.
 _FERRETDB_WRITE_CHUNK = 32
 DEFAULT_URL = "mongodb://127.0.0.1:27017"
+#: longest wait for one server reply before the write is retried
+SOCKET_TIMEOUT_MS = 120_000
 
 
 def _redact(url: str) -> str:
@@ -358,8 +360,11 @@ class MongoSink:
         from pymongo import errors as pe
         where = f"sink {self.name!r} ({_redact(self.url)})"
         try:
+            # a write stuck in the server (seen on FerretDB v1) times out, is reported as
+            # SinkUnavailable and retried (every write is idempotent) instead of hanging forever
             client = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=self.timeout_ms,
-                                         connectTimeoutMS=self.timeout_ms, tz_aware=True)
+                                         connectTimeoutMS=self.timeout_ms,
+                                         socketTimeoutMS=SOCKET_TIMEOUT_MS, tz_aware=True)
         except (pe.ConfigurationError, pe.InvalidURI, ValueError, TypeError) as exc:
             raise SinkError(f"{where}: invalid MongoDB URL: {' '.join(str(exc).split())}",
                             hint="expected mongodb://host:port[/...]") from exc
