@@ -10,7 +10,7 @@ PYTEST_ARGS ?= -n 3 --dist loadfile -m 'not quarantine'
 ## install the package with its dev and chDB extras (editable)
 setup:
 	$(PYTHON) -m pip install -q -e '.[dev,chdb]'
-	command -v chromium >/dev/null || apt-get install -y chromium  # dashboard browser test (never `playwright install`)
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)  # dashboard browser test (never `playwright install`)
 
 ## install what is missing and start PostgreSQL, Kafka, Kafka Connect (Debezium), FerretDB
 stack-up:
