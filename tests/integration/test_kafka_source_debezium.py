@@ -193,7 +193,7 @@ def _pg_rows(db: PgDb) -> dict[int, dict[str, Any]]:
             out = {}
             for r in cur.fetchall():
                 row = dict(r)
-                row["ref"] = uuid.UUID(row["ref"]) if row["ref"] else None
+                row["ref"] = uuid.UUID(str(row["ref"])) if row["ref"] else None   # str or UUID (register_uuid is global)
                 row["blob"] = bytes(row["blob"]) if row["blob"] is not None else None
                 out[row["id"]] = row
             return out
