@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -112,18 +111,7 @@ class Running:
         assert not self.errors, self.errors
 
 
-def _align(expected: Any, actual: Any) -> Any:
-    """FerretDB v1 stores numerics as exact text: read them as Decimal where the oracle has a number."""
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        return {k: _align(expected.get(k), v) for k, v in actual.items()}
-    if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
-        return [_align(e, a) for e, a in zip(expected, actual)]
-    if isinstance(expected, (Decimal, int)) and not isinstance(expected, bool) and isinstance(actual, str):
-        try:
-            return Decimal(actual)
-        except InvalidOperation:
-            return actual
-    return actual
+_align = oracle.align_ferretdb
 
 
 def converge(running: Running, dsn: str, deadline_s: float = 420.0) -> dict[str, dict[Any, dict[str, Any]]]:

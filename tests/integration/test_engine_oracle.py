@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 import uuid
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -106,18 +105,7 @@ def wait_until(check: Callable[[], None], alive: Callable[[], None], deadline_s:
             time.sleep(2.0)
 
 
-def _align(expected: Any, actual: Any) -> Any:
-    """FerretDB v1 stores numerics as exact text: read them back as Decimal where one is expected."""
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        return {k: _align(expected.get(k), v) for k, v in actual.items()}
-    if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
-        return [_align(e, a) for e, a in zip(expected, actual)]
-    if isinstance(expected, (Decimal, int)) and not isinstance(expected, bool) and isinstance(actual, str):
-        try:
-            return Decimal(actual)
-        except InvalidOperation:
-            return actual
-    return actual
+_align = oracle.align_ferretdb
 
 
 def check_oracle(dsn: str, mongo_db: str, collections: dict[str, str]) -> None:

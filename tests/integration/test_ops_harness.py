@@ -11,7 +11,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable
 
@@ -163,18 +162,7 @@ class FerretDB:
         self.proc = None
 
 
-def _align(expected: Any, actual: Any) -> Any:
-    """FerretDB v1 stores numerics as exact text: read them back as Decimal where one is expected."""
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        return {k: _align(expected.get(k), v) for k, v in actual.items()}
-    if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
-        return [_align(e, a) for e, a in zip(expected, actual)]
-    if isinstance(expected, (Decimal, int)) and not isinstance(expected, bool) and isinstance(actual, str):
-        try:
-            return Decimal(actual)
-        except InvalidOperation:
-            return actual
-    return actual
+_align = oracle.align_ferretdb
 
 
 def collection_of(name: str) -> str:

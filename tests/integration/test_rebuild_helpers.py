@@ -7,12 +7,12 @@ import subprocess
 import sys
 import threading
 import time
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
+from tests.support import oracle
 from tests.support.pgdb import PgDb
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,18 +66,7 @@ def wait_until(check: Callable[[], None], deadline_s: float = 240.0, alive: Call
             time.sleep(1.0)
 
 
-def align(expected: Any, actual: Any) -> Any:
-    """FerretDB v1 stores numerics as exact text: read them back as Decimal where one is expected."""
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        return {k: align(expected.get(k), v) for k, v in actual.items()}
-    if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
-        return [align(e, a) for e, a in zip(expected, actual)]
-    if isinstance(expected, (Decimal, int)) and not isinstance(expected, bool) and isinstance(actual, str):
-        try:
-            return Decimal(actual)
-        except InvalidOperation:
-            return actual
-    return actual
+align = oracle.align_ferretdb
 
 
 class Reader:

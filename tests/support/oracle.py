@@ -36,7 +36,7 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Literal, Mapping
 
 import psycopg2
@@ -411,3 +411,17 @@ def diff(expected: Mapping[Any, Mapping[str, Any]], actual: Mapping[Any, Mapping
         more = len(out) - limit
         out = out[:limit] + [f"... {more}+ more difference(s) ({len(missing)} missing, {len(extra)} unexpected rows)"]
     return out
+
+
+def align_ferretdb(expected: Any, actual: Any) -> Any:
+    """FerretDB v1 stores numerics as exact text: read them back as Decimal where one is expected."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        return {k: align_ferretdb(expected.get(k), v) for k, v in actual.items()}
+    if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
+        return [align_ferretdb(e, a) for e, a in zip(expected, actual)]
+    if isinstance(expected, (Decimal, int)) and not isinstance(expected, bool) and isinstance(actual, str):
+        try:
+            return Decimal(actual)
+        except InvalidOperation:
+            return actual
+    return actual
