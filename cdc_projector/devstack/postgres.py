@@ -32,7 +32,7 @@ unix_socket_directories = '{socket_dir}'
 wal_level = logical
 max_replication_slots = 64
 max_wal_senders = 64
-max_connections = 200
+max_connections = 400
 shared_buffers = 128MB
 fsync = on
 logging_collector = off
@@ -70,6 +70,13 @@ class Postgres:
                         "-f", "-"], user=OS_USER, input=sql, what=what, timeout=120,
                        log=s.log_file("postgres-admin"))
         return res.stdout
+
+    def run_sql(self, s: StackSettings, sql: str, *, what: str) -> str:
+        """Run a psql script as the superuser (the cluster must be up)."""
+        if not self._running(s):
+            raise StackError(f"postgres on port {s.pg_port} is not running (needed for {what})",
+                             hint="python -m cdc_projector.devstack up postgres")
+        return self._psql(s, sql, what=what)
 
     def _pg_ctl(self, s: StackSettings, *args: str, what: str, timeout: float = 120) -> None:
         proc.run([str(BIN / "pg_ctl"), "-D", str(self._data(s)), *args], user=OS_USER,

@@ -48,11 +48,17 @@ CAPTURE_USER = "cdc_capture"
 CAPTURE_PASSWORD = "cdc_capture"
 PUBLICATION = "cdc_projector"
 CONNECT_GROUP_ID = "cdcp-connect"
+#: FerretDB keeps its data in this database of the stack's PostgreSQL (sql/ferretdb.sql)
+FERRETDB_PG_DATABASE = "ferretdb"
+FERRETDB_PG_USER = "ferretdb"
+FERRETDB_PG_PASSWORD = "ferretdb"
+#: FerretDB's pool of PostgreSQL connections (its default, 50, deadlocks under our tests' load)
+FERRETDB_PG_POOL = 250
 
 #: all services, in start order (stopped in reverse)
 SERVICES: tuple[str, ...] = ("postgres", "kafka", "connect", "ferretdb")
 #: a service needs these to be up first
-DEPENDS: dict[str, tuple[str, ...]] = {"connect": ("kafka",)}
+DEPENDS: dict[str, tuple[str, ...]] = {"connect": ("kafka",), "ferretdb": ("postgres",)}
 
 HOST = "127.0.0.1"
 

@@ -7,15 +7,20 @@ Per projection, in the sink's database:
   single-column key, a sub-document ``{column: value}`` for a composite one);
 * ``_cdcp_<projection>_rows``: the mirror (one document per source row:
   ``t`` table, ``k`` key, ``r`` kept columns or null for a tombstone,
-  ``pl``/``ps`` the position), indexed on the columns embeds and lookups query;
+  ``pl``/``ps`` the position, ``x`` the values of the columns embeds and lookups
+  query as ``column=value_id`` tokens), indexed on ``t`` and ``x``;
 * ``_cdcp_checkpoints``: ``{_id: projection, streams: [{s, o}], lsn, seq,
   position, commit_ts_us, updated_at}`` (stream ids contain dots, which
   FerretDB refuses as keys, hence the list);
 * ``_cdcp_deadletters``: dead letters of every projection.
 
 Only operations FerretDB v1 and MongoDB both accept are used: ordered
-``bulk_write`` of ``ReplaceOne``/``DeleteOne``, ``find`` with ``$in``, plain indexes.
+``bulk_write`` of ``ReplaceOne``/``DeleteOne``, ``find``, plain indexes.
 No transactions: crash safety comes from the write order (see docs/engine.md).
+FerretDB v1 evaluates ``$in`` and dotted paths in its own process over the whole
+collection and hands only ``{top_level_field: scalar}`` to its storage: there,
+lookups are one such query per value (``_id``, ``t`` + ``x``), on MongoDB one
+``$in`` per chunk.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from typing import Any, Collection, Mapping, Sequence
 
 from ...config.models import SinkConfig
 from ...engine.deadletter import DeadLetter, event_from_json, event_to_json
-from ...engine.mirror import MirrorRow, key_id
+from ...engine.mirror import MirrorRow, key_id, value_id
 from ...engine.plan import ProjectionPlan
 from ...errors import SinkError, SinkUnavailable
 from ...events import Position, TableId
@@ -77,12 +82,19 @@ def document_id(key: Mapping[str, Any], decimal128: bool = True) -> Any:
     return {str(c): to_document(v, decimal128) for c, v in key.items()}
 
 
+def lookup_token(column: str, value: Any) -> str:
+    """The ``x`` entry of a mirror row whose ``column`` holds ``value`` (type-independent)."""
+    return f"{column}={value_id(value)}"
+
+
 class MongoStateStore:
     """The mirror of one projection in ``_cdcp_<projection>_rows``."""
 
-    def __init__(self, sink: "MongoSink", projection: str) -> None:
+    def __init__(self, sink: "MongoSink", projection: str,
+                 indexed: Mapping[TableId, Collection[str]] | None = None) -> None:
         self._sink = sink
         self.name = mirror_collection(projection)
+        self._indexed = {t: sorted(c) for t, c in (indexed or {}).items()}
 
     @property
     def coll(self) -> Any:
@@ -99,12 +111,15 @@ class MongoStateStore:
         return MirrorRow(TableId.parse(doc["t"]), key, row, Position(int(doc["pl"]), int(doc["ps"])))
 
     def encode(self, row: MirrorRow) -> dict[str, Any]:
-        return {
+        doc = {
             "_id": MongoStateStore.doc_id(row.table, row.key_id), "t": str(row.table),
             "k": {c: self._enc(v) for c, v in row.key.items()},
             "r": None if row.row is None else {c: self._enc(v) for c, v in row.row.items()},
             "pl": row.position.commit_lsn, "ps": row.position.seq,
         }
+        if row.row is not None and self._indexed.get(row.table):
+            doc["x"] = [lookup_token(c, row.value(c)) for c in self._indexed[row.table]]
+        return doc
 
     def _enc(self, value: Any) -> Any:
         return to_mirror(value, self._sink.decimal128)
@@ -115,20 +130,21 @@ class MongoStateStore:
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"reading mirror {self.name}") from exc
 
+    def _find_each(self, field: str, values: Sequence[Any], query: Mapping[str, Any] | None = None) -> list[MirrorRow]:
+        """Rows whose ``field`` equals one of ``values`` (see the module docstring)."""
+        try:
+            docs = self._sink.find_each(self.coll, field, values, query)
+            return [self._decode(d) for d in docs]
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"reading mirror {self.name}") from exc
+
     def load(self, table: TableId, key_ids: Collection[str]) -> dict[str, MirrorRow]:
-        out: dict[str, MirrorRow] = {}
-        ids = [self.doc_id(table, k) for k in key_ids]
-        for i in range(0, len(ids), _CHUNK):
-            for row in self._find({"_id": {"$in": ids[i:i + _CHUNK]}}):
-                out[row.key_id] = row
-        return out
+        rows = self._find_each("_id", [self.doc_id(table, k) for k in key_ids])
+        return {row.key_id: row for row in rows}
 
     def find_by_column(self, table: TableId, column: str, values: Collection[Any]) -> list[MirrorRow]:
-        enc = [self._enc(v) for v in values]
-        out: list[MirrorRow] = []
-        for i in range(0, len(enc), _CHUNK):
-            out += self._find({"t": str(table), f"r.{column}": {"$in": enc[i:i + _CHUNK]}})
-        return [r for r in out if r.alive]
+        tokens = sorted({lookup_token(column, v) for v in values})
+        return [r for r in self._find_each("x", tokens, {"t": str(table)}) if r.alive]
 
     def find_all(self, table: TableId) -> list[MirrorRow]:
         return [r for r in self._find({"t": str(table)}) if r.alive]
@@ -155,7 +171,7 @@ class MongoProjectionTarget:
     def __init__(self, sink: "MongoSink", plan: ProjectionPlan) -> None:
         self._sink = sink
         self.plan = plan
-        self._state = MongoStateStore(sink, plan.name)
+        self._state = MongoStateStore(sink, plan.name, plan.indexed)
 
     @property
     def state(self) -> MongoStateStore:
@@ -170,9 +186,8 @@ class MongoProjectionTarget:
         coll = self._state.coll
         try:
             coll.create_index([("t", 1)], name="t")
-            for table, cols in self.plan.indexed.items():
-                for col in sorted(cols):
-                    coll.create_index([("t", 1), (f"r.{col}", 1)], name=f"t_r_{col}")
+            if any(self.plan.indexed.values()):
+                coll.create_index([("t", 1), ("x", 1)], name="t_x")
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"creating indexes of {self._state.name}") from exc
 
@@ -198,14 +213,11 @@ class MongoProjectionTarget:
             _id = document_id(ch.key, dec)
             doc = None if ch.values is None else {"_id": _id, **to_document(ch.values, dec)}
             wanted[key_id(ch.key.values())] = (_id, doc)
-        stored: dict[str, dict[str, Any]] = {}
-        ids = [w[0] for w in wanted.values()]
         try:
-            for i in range(0, len(ids), _CHUNK):
-                for d in self.view.find({"_id": {"$in": ids[i:i + _CHUNK]}}):
-                    stored[_id_text(d["_id"])] = d
+            found = self._sink.find_each(self.view, "_id", [w[0] for w in wanted.values()])
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"reading view {self.plan.target}") from exc
+        stored = {_id_text(d["_id"]): d for d in found}
         ops: list[Any] = []
         for _id, doc in wanted.values():
             old = stored.get(_id_text(_id))
@@ -348,6 +360,8 @@ class MongoSink:
         self.decimal128 = True
         #: statements per write command (FerretDB v1 needs small ones, see _FERRETDB_WRITE_CHUNK)
         self.write_chunk = _CHUNK
+        #: FerretDB v1: lookups one value per query (see the module docstring)
+        self.ferretdb = False
 
     @property
     def db(self) -> Any:
@@ -377,6 +391,7 @@ class MongoSink:
         ferretdb_v1 = str(info.get("ferretdbVersion", "")).startswith("v1.")
         self.decimal128 = not ferretdb_v1
         self.write_chunk = _FERRETDB_WRITE_CHUNK if ferretdb_v1 else _CHUNK
+        self.ferretdb = ferretdb_v1
         self._client = client
 
     def projection(self, plan: ProjectionPlan) -> MongoProjectionTarget:
@@ -386,6 +401,26 @@ class MongoSink:
 
     def dead_letters(self) -> MongoDeadLetters:
         return MongoDeadLetters(self)
+
+    def find_each(self, coll: Any, field: str, values: Sequence[Any],
+                  query: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Documents matching ``query`` whose ``field`` equals one of ``values``.
+
+        FerretDB v1: one ``{field: value}`` query per value, which it hands to its
+        storage; MongoDB: one ``$in`` query per chunk of values.
+        """
+        base = dict(query or {})
+        out: list[dict[str, Any]] = []
+        if self.ferretdb:
+            # only scalars reach its storage (a composite _id is a sub-document)
+            rest = [v for v in values if isinstance(v, (dict, list))]
+            for v in values:
+                if not isinstance(v, (dict, list)):
+                    out += coll.find({**base, field: v})
+            values = rest
+        for i in range(0, len(values), _CHUNK):
+            out += coll.find({**base, field: {"$in": list(values[i:i + _CHUNK])}})
+        return out
 
     def bulk(self, coll: Any, ops: Sequence[Any], what: str) -> None:
         """Ordered bulk writes in chunks; the first failure aborts (as FerretDB does)."""
