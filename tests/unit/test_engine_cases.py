@@ -190,6 +190,21 @@ class EngineCases:
         v = self.view()
         assert 1 not in v and v[7]["email"] == "ann@x.org"
 
+    def test_snapshot_end_truncate_retracts_rows_the_new_snapshot_did_not_see(self) -> None:
+        # a re-snapshot (interrupted first snapshot, recreated slot) re-reads the tables at LSN X;
+        # rows deleted meanwhile are simply absent from it. The direct source ends each table's
+        # snapshot with a TRUNCATE at (X, 0), its rows being at (X, 1..): only stale rows go.
+        self.feed(self.base())
+        x = 10_000
+        reads = [ChangeEvent(Op.READ, CUSTOMERS, {"id": 1}, None,
+                             {"id": 1, "name": "Ann", "email": "ann@x.org", "country_code": "DE",
+                              "deleted_at": None}, Position(x, 1))]
+        end = ChangeEvent(Op.TRUNCATE, CUSTOMERS, None, None, None, Position(x, 0),
+                          origin={"snapshot_end": True})
+        self.feed(reads + [end])
+        v = self.view()
+        assert set(v) == {1} and [o["id"] for o in v[1]["orders"]] == [11, 10]
+
     def test_stale_event_is_ignored(self) -> None:
         e = self.ev
         old = e.customer(1, "Old", op=Op.UPDATE)

@@ -235,6 +235,12 @@ class PostgresSource:
             events.extend(chunk)
             if done:
                 checkpoint[f"snapshot:{table}"] = lsn
+                # the snapshot is the whole table at `lsn`: rows a view still holds from before
+                # it (an earlier, interrupted snapshot; a slot recreated after a reset) and that
+                # the snapshot did not refresh are gone. A truncate positioned just below the
+                # snapshot rows (seq 0; rows start at 1) retracts exactly those.
+                events.append(ChangeEvent(Op.TRUNCATE, table, None, None, None, Position(lsn, 0),
+                                          origin={"stream": self.stream_id, "snapshot_end": True}))
         if finished:
             reader.close()
             self._snapshot = self._snapshot_reader = None

@@ -115,7 +115,7 @@ class SnapshotReader:
         self.rows_read: dict[str, int] = {str(t): 0 for t in self.tables}
         self._conn: Any = None
         self._meta: Any = None
-        self._seq = 0
+        self._seq = 1          # seq 0 is the snapshot-end truncate (see replication.py)
 
     def open(self) -> None:
         self._conn = connect(self.dsn, autocommit=False)
