@@ -128,3 +128,6 @@ class MemoryTarget:
 
     def drop(self) -> None:
         self.__init__()  # type: ignore[misc]
+
+    def reset(self) -> None:
+        self.drop()

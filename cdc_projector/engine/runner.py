@@ -103,6 +103,9 @@ class Pipeline:
             return {s: known[s] for s in streams if s in known}
 
         self.source.open(resume)
+        if getattr(self.source, "fresh_start", False):
+            self._retry(self.target.reset)
+            self._checkpoint = StoredCheckpoint()
 
     def step(self) -> int:
         """Process one batch; returns the number of events (0 when the source was idle)."""

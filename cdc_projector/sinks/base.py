@@ -106,6 +106,10 @@ class ProjectionTarget(Protocol):
     def drop(self) -> None:
         """Remove the view, the mirror and the checkpoint of this projection."""
 
+    def reset(self) -> None:
+        """Empty the view and the mirror and forget the checkpoint, keeping the structures
+        (see :attr:`cdc_projector.sources.base.Source.fresh_start`)."""
+
 
 class Sink(Protocol):
     """One configured store (``sinks:`` entry)."""

@@ -34,6 +34,14 @@ class Batch:
 
 
 class Source(Protocol):
+    #: set by :meth:`open` when what follows re-reads the whole source from scratch (an
+    #: initial snapshot begun anew): whatever the target holds from an earlier, interrupted
+    #: attempt is void, and the pipeline empties the target before applying anything.
+    #: (A crash between a batch's view writes and its mirror writes leaves view entries the
+    #: mirror never recorded; a replay of the same events repairs them, a new snapshot
+    #: that no longer contains those rows cannot.)
+    fresh_start: bool
+
     def open(self, resume: ResumeFn) -> None:
         """Connect; ask ``resume`` where to start each assigned stream."""
 

@@ -94,7 +94,6 @@ def _sink_counts(mongo_db: str) -> dict[str, int]:
         client.close()
 
 
-@pytest.mark.quarantine(reason="did not catch up within its deadline on the loaded 2-core machine (FerretDB v1 write throughput); excluded from make test until it passes reliably")
 @pytest.mark.integration
 @pytest.mark.timeout(2400)  # FerretDB v1 is slow here: snapshot twice, three restarts, catch-up
 def test_sigkill_mid_snapshot_and_mid_stream_then_oracle_holds_and_no_slot_left(

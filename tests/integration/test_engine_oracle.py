@@ -172,7 +172,6 @@ def _run_cli(config: Path, log: Path) -> subprocess.Popen[bytes]:
                             stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
 
-@pytest.mark.quarantine(reason="did not catch up within its deadline on the loaded 2-core machine (FerretDB v1 write throughput); excluded from make test until it passes reliably")
 def test_sigkill_mid_workload_then_restart_matches_oracle(pgdb: PgDb, mongo_db: str,  # noqa: F811
                                                           tmp_path: Path) -> None:
     seed(pgdb.dsn, customers=40, products=20, orders=150, seed=9)

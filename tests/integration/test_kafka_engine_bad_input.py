@@ -57,7 +57,6 @@ def _letters(env: KafkaEnv, name: str) -> list[dict[str, Any]]:
     return orjson.loads(out.stdout)
 
 
-@pytest.mark.quarantine(reason="did not catch up within its deadline on the loaded 2-core machine (FerretDB v1 write throughput); excluded from make test until it passes reliably")
 def test_poison_messages_are_dead_lettered_and_the_rest_flows(pgdb: PgDb, debezium: Callable[..., Any],  # noqa: F811
                                                                mongo_db: str, tmp_path: Path) -> None:  # noqa: F811
     seed(pgdb.dsn, customers=15, products=8, orders=30, seed=61)

@@ -20,7 +20,6 @@ from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.quarantine(reason="did not catch up within its deadline on the loaded 2-core machine (FerretDB v1 write throughput); excluded from make test until it passes reliably")
 def test_replay_from_earliest_changes_no_document(pgdb: PgDb, debezium: Callable[..., Any],  # noqa: F811
                                                   mongo_db: str, tmp_path: Path) -> None:  # noqa: F811
     seed(pgdb.dsn, customers=20, products=10, orders=50, seed=41)

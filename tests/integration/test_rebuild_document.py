@@ -130,7 +130,6 @@ def _checksum(out: str) -> str:
     return found[-1]
 
 
-@pytest.mark.quarantine(reason="did not catch up within its deadline on the loaded 2-core machine (FerretDB v1 write throughput); excluded from make test until it passes reliably")
 def test_rebuild_under_load_swaps_without_gaps(stack: Stack) -> None:
     initial = len(stack.docs())
     reader = Reader(lambda: list(stack.coll.find({})), floor=int(initial * 0.8), consistent=_complete_order).start()

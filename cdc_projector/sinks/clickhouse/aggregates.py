@@ -222,6 +222,11 @@ class AggregateView:
                              f"{self.ch.qualified(self.spec.table)} ORDER BY {order}")
         return [{n: t.decode(v) for n, t, v in zip(names, types, row)} for row in rows]
 
+    def truncate(self) -> None:
+        """Empty the group and contribution tables (the view stays)."""
+        for suffix in ("_data", "_contrib", "_stage"):
+            self.ch.command(f"TRUNCATE TABLE IF EXISTS {self.ch.qualified(self.spec.table + suffix)}")
+
     def drop(self) -> None:
         """Remove the view, its group table and its contributions."""
         self.ch.command(f"DROP VIEW IF EXISTS {self.ch.qualified(self.spec.table)}")

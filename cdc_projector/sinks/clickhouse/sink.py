@@ -243,6 +243,16 @@ class ClickHouseProjectionTarget:
             self._view.drop()
         self._sink.state.drop_projection(self.plan.name)
 
+    def reset(self) -> None:
+        # versions keep rising (they never go back), so what is written next wins anyway
+        if self._view is not None:
+            self._view.truncate()
+        else:                      # not opened yet in this process: the tables may exist
+            ch = self._sink.ch
+            for suffix in ("_data", "_contrib", "_stage"):
+                ch.command(f"TRUNCATE TABLE IF EXISTS {ch.qualified(self.plan.target + suffix)}")
+        self._sink.state.drop_projection(self.plan.name)
+
 
 class ClickHouseDeadLetters:
     """Dead letters in ``_cdcp_deadletters`` (ReplacingMergeTree by projection and id)."""

@@ -88,6 +88,10 @@ class TableView:
         rows = self.ch.query(f"SELECT {cols} FROM {self.ch.qualified(self.spec.table)} ORDER BY {order}")
         return [{c.name: c.type.decode(v) for c, v in zip(self._columns, row)} for row in rows]
 
+    def truncate(self) -> None:
+        """Empty the data table (the view stays)."""
+        self.ch.command(f"TRUNCATE TABLE IF EXISTS {self.ch.qualified(self.spec.table + '_data')}")
+
     def drop(self) -> None:
         """Remove the view and its data table."""
         self.ch.command(f"DROP VIEW IF EXISTS {self.ch.qualified(self.spec.table)}")

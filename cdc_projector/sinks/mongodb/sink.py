@@ -258,6 +258,14 @@ class MongoProjectionTarget:
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"reading view {self.plan.target}") from exc
 
+    def reset(self) -> None:
+        try:
+            self.view.delete_many({})
+            self._state.coll.delete_many({})
+            self._sink.db[CHECKPOINTS].delete_one({"_id": self.plan.name})
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"resetting {self.plan.name}") from exc
+
     def drop(self) -> None:
         try:
             self.view.drop()

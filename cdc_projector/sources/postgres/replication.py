@@ -98,6 +98,7 @@ class PostgresSource:
         self._snapshot_done: dict[str, int] = {}
         self._cutoffs: dict[TableId, int] = {}
         self._requested: list[TableId] = []
+        self.fresh_start = False
         self._last_activity = time.monotonic()
         self._hb_requested_at: float | None = None
         self._hb_wal_end = 0
@@ -119,6 +120,7 @@ class PostgresSource:
     # -- open ------------------------------------------------------------------
     def open(self, resume: ResumeFn) -> None:
         """Connect, decide between initial snapshot / resume (see the module docs), prepare streaming."""
+        self.fresh_start = False
         snap_ids = {t: f"snapshot:{t}" for t in self.tables}
         checkpoint = resume([self.stream_id, *snap_ids.values()])
         self._meta = connect(self.dsn)
@@ -142,6 +144,9 @@ class PostgresSource:
                             self.slot_name, format_lsn(checkpoint[self.stream_id]))
             created = create_slot(self._repl, self.slot_name, export_snapshot=initial)
             self._start_lsn = created.consistent_point
+            # an initial snapshot without a stream checkpoint: nothing the target may hold
+            # (from an interrupted attempt) counts; see Source.fresh_start
+            self.fresh_start = initial and self.stream_id not in checkpoint
             if initial and self.tables:
                 assert created.snapshot_name
                 reader = SnapshotReader(self.dsn, created.snapshot_name, created.consistent_point,
