@@ -137,6 +137,15 @@ class DebeziumKafkaSource:
             raise SourceError(f"cannot connect a Kafka consumer for group {self.group_id} to {self.bootstrap_servers}: {exc}",
                               hint="check runtime.kafka.bootstrap_servers and that the broker runs") from exc
         _forbid_topic_auto_creation(self._consumer)
+        # know the partitions of every existing topic before joining: a first assignment made
+        # without them is followed by a rejoin when the metadata arrives, and kafka-python
+        # 3.0.12 was seen to stall for good in that second generation (leader elected, no
+        # assignment ever set)
+        for topic in self.topics:
+            try:
+                self._consumer.partitions_for_topic(topic)
+            except KafkaError as exc:
+                log.debug("kafka source: no metadata for %s yet: %s", topic, exc)
         self._consumer.subscribe(self.topics, listener=_Listener(self))
         log.info("kafka source: group %s subscribed to %s", self.group_id, ", ".join(self.topics))
 
