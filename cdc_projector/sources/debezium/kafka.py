@@ -38,6 +38,11 @@ from .decode import DebeziumDecoder, heartbeat_topic, table_topic, transaction_t
 
 log = logging.getLogger(__name__)
 
+#: a group (re)join that has not produced an assignment after this long is taken as
+#: stalled: the consumer is closed and the pipeline reconnects (kafka-python 3.0.12 was
+#: seen, under load, to stop heartbeating in the middle of a rejoin for good)
+JOIN_STALL_S = 120.0
+
 
 def group_id_for(base_group_id: str, projection: str) -> str:
     """Consumer group of one projection: ``<runtime.kafka.group_id>.<projection>``."""
@@ -125,6 +130,9 @@ class DebeziumKafkaSource:
         self._resume: ResumeFn | None = None
         self._rebalanced = False
         self._listener_error: BaseException | None = None
+        #: monotonic time a (re)join began without an assignment since; None when settled
+        self._joining_since: float | None = None
+        self.join_stall_s = JOIN_STALL_S
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -147,6 +155,7 @@ class DebeziumKafkaSource:
             except KafkaError as exc:
                 log.debug("kafka source: no metadata for %s yet: %s", topic, exc)
         self._consumer.subscribe(self.topics, listener=_Listener(self))
+        self._joining_since = time.monotonic()
         log.info("kafka source: group %s subscribed to %s", self.group_id, ", ".join(self.topics))
 
     def close(self) -> None:
@@ -172,11 +181,13 @@ class DebeziumKafkaSource:
 
     def _on_revoked(self, revoked: list[TopicPartition]) -> None:
         self._rebalanced = True
+        self._joining_since = time.monotonic()
         if revoked:
             log.info("kafka source: group %s revoked %d partition(s)", self.group_id, len(revoked))
 
     def _on_assigned(self, assigned: list[TopicPartition]) -> None:
         self._rebalanced = True
+        self._joining_since = None
         if not assigned:
             return
         streams = [stream_id(tp.topic, tp.partition) for tp in assigned]
@@ -223,6 +234,11 @@ class DebeziumKafkaSource:
             if self._listener_error is not None:
                 err, self._listener_error = self._listener_error, None
                 raise err
+            joining = self._joining_since
+            if joining is not None and time.monotonic() - joining > self.join_stall_s:
+                raise SourceError(f"group {self.group_id}: joining the group has not produced an "
+                                  f"assignment in {self.join_stall_s:.0f} s; reconnecting",
+                                  hint="check the broker; a member that never polls delays every rejoin")
             if self._rebalanced:
                 # assignment changed: whatever was collected may belong to another member now
                 events, poison, checkpoint, seen = [], [], {}, 0
