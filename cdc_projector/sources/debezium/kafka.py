@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 #: stalled: the consumer is closed and the pipeline reconnects (kafka-python 3.0.12 was
 #: seen, under load, to stop heartbeating in the middle of a rejoin for good)
 JOIN_STALL_S = 120.0
+#: owned partitions with messages behind the position, yet polls return nothing for this
+#: long: the fetcher is taken as stalled (seen once after a rebalance) and the pipeline reconnects
+FETCH_STALL_S = 120.0
 
 
 def group_id_for(base_group_id: str, projection: str) -> str:
@@ -133,6 +136,10 @@ class DebeziumKafkaSource:
         #: monotonic time a (re)join began without an assignment since; None when settled
         self._joining_since: float | None = None
         self.join_stall_s = JOIN_STALL_S
+        self.fetch_stall_s = FETCH_STALL_S
+        #: monotonic time since which polls returned nothing while a backlog was seen
+        self._starved_since: float | None = None
+        self._starve_checked = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -260,8 +267,27 @@ class DebeziumKafkaSource:
             if seen >= max_events or time.monotonic() >= deadline:
                 break
         if not seen:
+            self._check_starved()
             return None
+        self._starved_since = None
         return Batch(events=events, checkpoint=checkpoint, poison=poison)
+
+    def _check_starved(self) -> None:
+        """SourceError when owned partitions have had a backlog but no record came for
+        ``fetch_stall_s`` (checked at most every 10 s: it asks the broker for end offsets)."""
+        now = time.monotonic()
+        if now - self._starve_checked < 10.0:
+            return
+        self._starve_checked = now
+        if not sum(self.backlog().values()):
+            self._starved_since = None
+            return
+        if self._starved_since is None:
+            self._starved_since = now
+        elif now - self._starved_since > self.fetch_stall_s:
+            self._starved_since = None
+            raise SourceError(f"group {self.group_id}: messages are waiting in owned partitions but none "
+                              f"arrived in {self.fetch_stall_s:.0f} s; reconnecting")
 
     def ack(self, checkpoint: Checkpoint) -> None:
         """Commit ``checkpoint`` (next offsets) to Kafka for the partitions still owned.
