@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from cdc_projector.ops.wait import current_lsn, wait_for
+from tests.support import running
 from tests.integration.test_rebuild_helpers import free_port
 from tests.support import oracle
 from tests.support.pgdb import PgDb
@@ -211,12 +212,4 @@ def canonical_dump(views: dict[str, Any]) -> dict[str, Any]:
 
 def retry(check: Callable[[], None], deadline_s: float = 60.0) -> None:
     """Retry an assertion until it passes or the deadline passes (then re-raise)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        try:
-            check()
-            return
-        except AssertionError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(1.0)
+    running.wait_until(check, None, deadline_s, interval_s=1.0)

@@ -10,7 +10,6 @@ snapshot plus streamed changes.
 """
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -21,12 +20,12 @@ import pytest
 import yaml
 
 from cdc_projector.config.models import ProjectFile
-from cdc_projector.engine.app import Project, source_catalog
-from cdc_projector.engine.runner import Runner
+from cdc_projector.engine.app import source_catalog
 from cdc_projector.sample import run_workload, seed
 from tests.support import oracle
 from tests.support.debezium import Capture, debezium  # noqa: F401  (fixture)
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
+from tests.support.running import ThreadedRun
 from tests.support.services import KAFKA_BOOTSTRAP, MONGODB_URL, require
 
 pytestmark = pytest.mark.integration
@@ -59,26 +58,11 @@ def project_for(db: PgDb, cap: Capture, *, mongo_db: str, ch_path: Path, ch_db: 
     })
 
 
-class Running:
+class Running(ThreadedRun):
     """The pipelines of a project in threads, as ``cdc-projector run --source KIND`` runs them."""
 
     def __init__(self, project: ProjectFile, source: str) -> None:
-        self.project = project
-        self.opened = Project.open(project, catalog=source_catalog(project))
-        self.runner = Runner(self.opened.pipelines(source))  # type: ignore[arg-type]
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.runner.run()
-        except BaseException as exc:  # noqa: BLE001 - reported by alive()/stop()
-            self.errors.append(exc)
-
-    def alive(self) -> None:
-        assert not self.errors, self.errors
-        assert self.thread.is_alive(), "the runner stopped"
+        super().__init__(project, source, catalog=source_catalog(project))
 
     def views(self) -> dict[str, dict[Any, dict[str, Any]]]:
         """Every view read back from its sink, keyed like the oracle, in canonical form."""
@@ -103,12 +87,6 @@ class Running:
         finally:
             client.close()
         return out
-
-    def stop(self) -> None:
-        self.runner.stop.set()
-        self.thread.join(timeout=180)
-        self.opened.close()
-        assert not self.errors, self.errors
 
 
 _align = oracle.align_ferretdb

@@ -18,12 +18,12 @@ import pytest
 import yaml
 
 from cdc_projector.config.models import ProjectFile
-from cdc_projector.engine.app import Project
-from cdc_projector.engine.runner import Runner
 from cdc_projector.sample.seed import seed
 from cdc_projector.sample.workload import run_workload
 from tests.support import oracle
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
+from tests.support.running import ThreadedRun
+from tests.support.running import wait_until as support_wait_until
 from tests.support.services import MONGODB_URL, require
 
 pytestmark = pytest.mark.integration
@@ -64,45 +64,16 @@ def mongo_db() -> Iterator[str]:
     client.close()
 
 
-class Running:
-    """The pipelines of a project running in threads (as `cdc-projector run` does)."""
+class Running(ThreadedRun):
+    """The document pipelines of a project in threads, direct mode."""
 
     def __init__(self, project: ProjectFile, names: Sequence[str] = ()) -> None:
-        self.opened = Project.open(project, names)
-        self.runner = Runner(self.opened.pipelines("postgres"))
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.runner.run()
-        except BaseException as exc:  # noqa: BLE001 - reported by stop()
-            self.errors.append(exc)
-
-    def alive(self) -> None:
-        assert not self.errors, self.errors
-        assert self.thread.is_alive(), "the runner stopped"
-
-    def stop(self) -> None:
-        self.runner.stop.set()
-        self.thread.join(timeout=120)
-        self.opened.close()
-        assert not self.errors, self.errors
+        super().__init__(project, "postgres", names)
 
 
 def wait_until(check: Callable[[], None], alive: Callable[[], None], deadline_s: float = 240.0) -> None:
-    """Retry ``check`` (an assertion) until it passes; re-raise its last failure at the deadline."""
-    end = time.monotonic() + deadline_s
-    while True:
-        alive()
-        try:
-            check()
-            return
-        except AssertionError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(2.0)
+    """:func:`tests.support.running.wait_until` with this module's default deadline."""
+    support_wait_until(check, alive, deadline_s)
 
 
 _align = oracle.align_ferretdb

@@ -6,12 +6,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
+from tests.support import running
 from tests.support import oracle
 from tests.support.pgdb import PgDb
 
@@ -52,18 +52,8 @@ def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen
 
 
 def wait_until(check: Callable[[], None], deadline_s: float = 240.0, alive: Callable[[], None] | None = None) -> None:
-    """Retry ``check`` (an assertion) until it passes; re-raise its last failure at the deadline."""
-    end = time.monotonic() + deadline_s
-    while True:
-        if alive is not None:
-            alive()
-        try:
-            check()
-            return
-        except AssertionError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(1.0)
+    """:func:`tests.support.running.wait_until` with this module's argument order and pace."""
+    running.wait_until(check, alive, deadline_s, interval_s=1.0)
 
 
 align = oracle.align_ferretdb

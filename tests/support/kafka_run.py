@@ -21,12 +21,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import bson
 import pymongo
@@ -34,11 +32,10 @@ import pytest
 import yaml
 
 from cdc_projector.config.models import ProjectFile
-from cdc_projector.engine.app import Project
-from cdc_projector.engine.runner import Runner
 from tests.integration.test_engine_oracle import check_oracle
 from tests.support.debezium import Capture
 from tests.support.pgdb import PgDb
+from tests.support.running import ThreadedRun, wait_until  # noqa: F401  (wait_until: re-exported)
 from tests.support.services import KAFKA_BOOTSTRAP, MONGODB_URL, require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,26 +162,11 @@ class RunProc:
             self.proc.wait(timeout=60)
 
 
-class KafkaRunning:
+class KafkaRunning(ThreadedRun):
     """The env's pipelines (``--source kafka``) in threads, as ``run`` does; stats are readable."""
 
     def __init__(self, env: KafkaEnv) -> None:
-        self.opened = Project.open(env.project, env.names)
-        self.pipelines = self.opened.pipelines("kafka")
-        self.runner = Runner(self.pipelines)
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.runner.run()
-        except BaseException as exc:  # noqa: BLE001 - reported by stop()
-            self.errors.append(exc)
-
-    def alive(self) -> None:
-        assert not self.errors, self.errors
-        assert self.thread.is_alive(), "the runner stopped"
+        super().__init__(env.project, "kafka", env.names)
 
     def stats(self, name: str) -> Any:
         return next(p.stats for p in self.pipelines if p.plan.name == name)
@@ -192,12 +174,6 @@ class KafkaRunning:
     def backlog(self) -> int:
         """Unread messages over every pipeline's owned partitions."""
         return sum(sum(p.source.backlog().values()) for p in self.pipelines)  # type: ignore[attr-defined]
-
-    def stop(self) -> None:
-        self.runner.stop.set()
-        self.thread.join(timeout=120)
-        self.opened.close()
-        assert not self.errors, self.errors
 
 
 def fingerprints(env: KafkaEnv) -> dict[str, dict[str, str]]:
@@ -222,20 +198,6 @@ def end_offsets(topics: Sequence[str]) -> dict[str, int]:
         return {f"{tp.topic}:{tp.partition}": int(o) for tp, o in consumer.end_offsets(tps).items()}
     finally:
         consumer.close()
-
-
-def wait_until(check: Callable[[], None], alive: Callable[[], None], deadline_s: float = 300.0) -> None:
-    """Retry ``check`` (an assertion) until it passes; re-raise its last failure at the deadline."""
-    end = time.monotonic() + deadline_s
-    while True:
-        alive()
-        try:
-            check()
-            return
-        except AssertionError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(2.0)
 
 
 def table_topics(env: KafkaEnv) -> dict[str, list[str]]:
