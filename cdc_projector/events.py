@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 
 class Op(str, enum.Enum):
@@ -89,8 +89,10 @@ def parse_lsn(text: str) -> int:
     return (int(hi, 16) << 32) | int(lo, 16)
 
 
-@dataclass(frozen=True, slots=True)
-class TableId:
+class TableId(NamedTuple):
+    """A source table. A named tuple, not a dataclass: it keys the engine's per-event
+    lookups, and a tuple's hash and equality run in C (a dataclass's in Python)."""
+
     schema: str
     name: str
 

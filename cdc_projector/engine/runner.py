@@ -17,6 +17,7 @@ loop exits; during an outage it abandons the unacknowledged batch (replayed on r
 """
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -228,6 +229,19 @@ class Pipeline:
                     raise Stopped(f"{self.plan.name}: stopped while the sink was unavailable") from exc
 
 
+#: generation-0 threshold of the cyclic garbage collector while pipelines run. A batch
+#: allocates hundreds of thousands of short-lived dicts (rows, documents) that reference
+#: counting frees; Python's default (700) scans them thousands of times per batch.
+#: Measured with bench/engine_bench.py (docs/engine.md): 5-15 % more engine throughput.
+GC_GEN0_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Fewer cyclic-GC passes for a batch workload (the other generations keep their defaults)."""
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
 class Runner:
     """Runs several pipelines in threads until SIGTERM/SIGINT; re-raises a pipeline's error."""
 
@@ -248,6 +262,7 @@ class Runner:
 
     def run(self) -> None:
         """Block until stopped; raise the first pipeline error (after stopping the others)."""
+        tune_gc()
         threads = []
         for p in self.pipelines:
             t = threading.Thread(target=self._guard, args=(p,), name=f"pipeline-{p.plan.name}",
