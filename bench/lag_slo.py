@@ -1,12 +1,18 @@
 """Commit-to-view lag under a steady write load: p50/p95/p99 per projection.
 
-    python bench/lag_slo.py --rate 5000 --seconds 60
+    python bench/lag_slo.py --rate 5000 --seconds 60 [--projection orders_flat ...]
+                            [--writer steady|workload]
 
-Writes with the sample workload at ``--rate`` operations/s (it reports the rate it
-actually reached: on a small machine the writer itself is the limit) into a fresh
-sample database, projected by a real `cdc-projector run` into FerretDB, and reads
-the lag quantiles (per change event, commit to sink write) from the process's
-status API at the end. Not a test: numbers go to docs/operations.md.
+Writes ``--rate`` row changes/s into a fresh sample database - ``steady``: set-based
+transactions on ``orders`` every 20 ms (cdc_projector/sample/steady.py);
+``workload``: the sample workload's mix of small transactions at ``--rate``
+operations/s, split over ``--writers`` connections (a few hundred/s at most) -
+projected by a real `cdc-projector run` in direct mode: table and aggregate
+projections of shop.yaml into embedded chDB (a temp directory), document ones into
+FerretDB. Reports the rate reached, the lag quantiles (per change event, commit to
+sink write; snapshot rows excluded) from the process's status API over the whole
+run, and how long the views took to apply the last write after the load stopped.
+Not a test: numbers go to docs/operations.md.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ import pymongo  # noqa: E402
 
 from cdc_projector.ops.wait import current_lsn  # noqa: E402
 from cdc_projector.sample.seed import seed  # noqa: E402
+from cdc_projector.sample.steady import steady_load  # noqa: E402
 from cdc_projector.sample.workload import WorkloadStats, run_workload  # noqa: E402
 from tests.integration.test_ops_harness import Projector, free_port, write_config  # noqa: E402
 from tests.support.pgdb import fresh_database  # noqa: E402
@@ -73,27 +80,48 @@ def parallel_workload(dsn: str, writers: int, seconds: float, rate: float) -> Wo
     return total
 
 
+def _peak_rss_mb(run: Projector) -> float | None:
+    """VmHWM of the `run` process (its peak resident set)."""
+    try:
+        for line in Path(f"/proc/{run.proc.pid}/status").read_text().splitlines():  # type: ignore[union-attr]
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, AttributeError):
+        pass
+    return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rate", type=float, default=5000.0, help="target write operations per second")
+    ap.add_argument("--rate", type=float, default=5000.0,
+                    help="target row changes/s (steady) or operations/s (workload)")
+    ap.add_argument("--writer", choices=["steady", "workload"], default="steady")
     ap.add_argument("--seconds", type=float, default=60.0, help="duration of the steady load")
     ap.add_argument("--catch-up-timeout", type=int, default=600, help="seconds to wait for the views after the load")
     ap.add_argument("--writers", type=int, default=2, help="parallel workload connections (the rate is split)")
-    ap.add_argument("--projection", action="append", default=None, help="projection(s) of shop.yaml (document kind)")
+    ap.add_argument("--projection", action="append", default=None,
+                    help="projection(s) of shop.yaml (default: orders_flat, revenue_by_day)")
+    ap.add_argument("--batch-size", type=int, default=5000, help="runtime.batch_size (batches also end after 100 ms)")
     args = ap.parse_args()
-    names = tuple(args.projection or ("customer_profile", "order_document"))
+    names = tuple(args.projection or ("orders_flat", "revenue_by_day"))
     tmp = Path(tempfile.mkdtemp(prefix="cdcp_lag_"))
     mongo_db = f"lag_{uuid.uuid4().hex[:8]}"
     with fresh_database("cdcp_lag") as db:
         seed(db.dsn, customers=200, products=50, orders=500, seed=1)
         port = free_port()
-        run = Projector(write_config(tmp / "shop.yaml", db, MONGODB_URL, mongo_db, port, names),
-                        tmp / "state", port, tmp / "run.log").start()
+        config = write_config(tmp / "shop.yaml", db, MONGODB_URL, mongo_db, port, names,
+                              batch_size=args.batch_size, clickhouse_url=f"chdb://{tmp / 'chdb'}")
+        run = Projector(config, tmp / "state", port, tmp / "run.log").start()
         try:
             assert run.cli("wait", "--lsn", current_lsn(db.dsn), "--timeout", "600").returncode == 0
             rows0 = row_changes(db.dsn)
             t0 = time.monotonic()
-            stats = parallel_workload(db.dsn, args.writers, args.seconds, args.rate)
+            if args.writer == "steady":
+                steady = steady_load(db.dsn, args.rate, args.seconds)
+                ops, transactions = steady.row_changes, steady.transactions
+            else:
+                stats = parallel_workload(db.dsn, args.writers, args.seconds, args.rate)
+                ops, transactions = stats.ops, stats.transactions
             wrote_s = time.monotonic() - t0
             rows = row_changes(db.dsn) - rows0
             t1 = time.monotonic()
@@ -104,12 +132,13 @@ def main() -> int:
             print(json.dumps({
                 "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.node()} {os.cpu_count()} cpu "
                                                                    f"{platform.machine()}",
-                "load_average": os.getloadavg(), "writers": args.writers,
-                "target_rate": args.rate, "achieved_ops_per_s": round(stats.ops / wrote_s, 1),
-                "achieved_row_changes_per_s": round(rows / wrote_s, 1), "transactions": stats.transactions,
+                "load_average": os.getloadavg(), "writer": args.writer, "projections": names,
+                "target_rate": args.rate, "achieved_ops_per_s": round(ops / wrote_s, 1),
+                "achieved_row_changes_per_s": round(rows / wrote_s, 1), "transactions": transactions,
                 "seconds": round(wrote_s, 1), "catch_up_after_load_s": round(catch_up_s, 1),
                 "caught_up": done.returncode == 0,
                 "lag_15m": {n: s["lag"]["15m"] for n, s in status.items()},
+                "peak_rss_mb": _peak_rss_mb(run),
                 "last_lag_s": {n: s["last_lag_s"] for n, s in status.items()},
                 "events": {n: s["events_total"] for n, s in status.items()},
             }, indent=2))

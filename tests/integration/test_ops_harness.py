@@ -46,23 +46,29 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = 90.0, every
 
 def write_config(path: Path, db: PgDb, mongo_url: str, mongo_db: str, port: int,
                  names: tuple[str, ...] = ("customer_profile", "order_document"),
-                 slo: dict[str, Any] | None = None, batch_size: int = 1000) -> Path:
-    """A projection file with shop.yaml's ``names`` into one MongoDB sink.
+                 slo: dict[str, Any] | None = None, batch_size: int = 1000,
+                 clickhouse_url: str | None = None) -> Path:
+    """A projection file with shop.yaml's ``names``: document projections into one MongoDB
+    sink; table and aggregate projections into ClickHouse at ``clickhouse_url`` (e.g.
+    ``chdb:///tmp/x``) when given, else into MongoDB too.
 
     Workloads in these tests stay small: FerretDB v1.24.2 hangs on a bulk write of
     ~100 position-guarded ReplaceOne operations, which the MongoDB sink sends for
     updates of many existing rows in one batch (reported to the sink's owner)."""
     data = yaml.safe_load((ROOT / "projections" / "shop.yaml").read_text())
     projections = {n: p for n, p in data["projections"].items() if n in names}
+    sinks: dict[str, Any] = {"docs": {"type": "mongodb", "url": mongo_url, "database": mongo_db}}
     for p in projections.values():
-        p["sink"] = "docs"
+        p["sink"] = "analytics" if clickhouse_url and p["kind"] != "document" else "docs"
         if slo:
             p["slo"] = slo
+    if clickhouse_url:
+        sinks["analytics"] = {"type": "clickhouse", "url": clickhouse_url, "database": "analytics"}
     path.write_text(yaml.safe_dump({
         "version": 1,
         "source": {"dsn": db.capture_dsn, "slot_name": f"t_ops_{uuid.uuid4().hex[:8]}",
                    "publication": db.publication},
-        "sinks": {"docs": {"type": "mongodb", "url": mongo_url, "database": mongo_db}},
+        "sinks": sinks,
         "runtime": {"batch_size": batch_size, "batch_ms": 100, "http": {"bind": "127.0.0.1", "port": port}},
         "projections": projections,
     }, sort_keys=False))

@@ -201,3 +201,25 @@ def test_sample_projections_validate_against_the_sample_schema(pgdb: PgDb) -> No
     result = CliRunner().invoke(main, ["validate", "-c", str(projections)], env={"SOURCE_DSN": pgdb.dsn})
     assert result.exit_code == 0, result.output
     assert f"{len(oracle.VIEWS)} projections" in result.output
+
+
+def test_steady_load_inserts_updates_and_deletes_orders(seeded_pgdb: PgDb) -> None:
+    """The lag benchmark's set-based load: the rows it reports are rows PostgreSQL changed."""
+    from cdc_projector.sample.steady import steady_load
+
+    def counters() -> tuple[int, int, int]:
+        with psycopg2.connect(seeded_pgdb.dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_stat_force_next_flush()")
+            cur.execute("SELECT pg_stat_clear_snapshot()")
+            cur.execute("SELECT n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables WHERE relname = 'orders'")
+            row = cur.fetchone()
+            assert row is not None
+            return int(row[0]), int(row[1]), int(row[2])
+
+    before = counters()
+    stats = steady_load(seeded_pgdb.dsn, rate=600, seconds=1.5, tick_s=0.05)
+    after = counters()
+    ins, upd, dele = (a - b for a, b in zip(after, before))
+    assert ins > 0 and upd > 0 and dele > 0, (ins, upd, dele)
+    assert stats.row_changes == ins + upd + dele
+    assert stats.transactions > 1
