@@ -88,10 +88,14 @@ def rebuild(name: str, config_path: str, mode: str, no_swap: bool, live_source: 
         live_source = running_source(project, url) or live_source   # the running process knows best
         sink = open_sink_for(project, plan)
         try:
-            live = live_control(project, plan, sink, live_source, url) if not no_swap else None
-            data = Rebuilder(project, sink, plan, live or NoLive(), mode=mode,  # type: ignore[arg-type]
-                             live_source=live_source, swap=not no_swap,  # type: ignore[arg-type]
-                             progress=Progress(name), catchup_timeout_s=timeout_s).run().as_dict()
+            live = (live_control(project, plan, sink, live_source, url) if not no_swap else None) or NoLive()
+            progress = Progress(name, report=live.report)     # also on the running process's dashboard
+            try:
+                data = Rebuilder(project, sink, plan, live, mode=mode,  # type: ignore[arg-type]
+                                 live_source=live_source, swap=not no_swap,  # type: ignore[arg-type]
+                                 progress=progress, catchup_timeout_s=timeout_s).run().as_dict()
+            finally:
+                progress.finish()
         finally:
             sink.close()
     if as_json:

@@ -73,6 +73,11 @@ class OpsClient:
     def set_paused(self, name: str, paused: bool) -> dict[str, Any]:
         return self.post(f"/api/projections/{urllib.parse.quote(name)}/{'pause' if paused else 'resume'}")
 
+    def report_rebuild(self, name: str, progress: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Tell the running process how a rebuild of ``name`` goes (None: it ended)."""
+        params = {"finished": 1} if progress is None else dict(progress)
+        return self.post(f"/api/projections/{urllib.parse.quote(name)}/rebuild-progress", params)
+
 
 def _decode(content_type: str, raw: bytes) -> Any:
     if "json" in content_type:

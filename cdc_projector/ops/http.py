@@ -52,6 +52,7 @@ class StatusProvider(Protocol):
     def metrics(self) -> bytes: ...
     def wait(self, lsn: int, names: list[str], timeout_s: float) -> tuple[int, dict[str, Any]]: ...
     def set_paused(self, name: str, paused: bool) -> dict[str, Any]: ...
+    def set_rebuild(self, name: str, progress: dict[str, Any] | None) -> dict[str, Any]: ...
 
 
 class LocalProvider:
@@ -85,6 +86,10 @@ class LocalProvider:
         proj.set_paused(paused)
         return {"ok": True, "projection": name, "paused": proj.paused}
 
+    def set_rebuild(self, name: str, progress: dict[str, Any] | None) -> dict[str, Any]:
+        self.telemetry.get(name).set_rebuild(progress)
+        return {"ok": True, "projection": name, "rebuild": progress}
+
 
 class ProxyProvider:
     """Answers by asking a running process (``cdc-projector dashboard``)."""
@@ -106,6 +111,9 @@ class ProxyProvider:
 
     def set_paused(self, name: str, paused: bool) -> dict[str, Any]:
         return self.client.set_paused(name, paused)
+
+    def set_rebuild(self, name: str, progress: dict[str, Any] | None) -> dict[str, Any]:
+        return self.client.report_rebuild(name, progress)
 
 
 class TokenAuth:
@@ -173,6 +181,20 @@ def create_app(provider: StatusProvider, token: str | None = None) -> ASGIApp:
                 return _error(exc, 404)
         return handler
 
+    def rebuild_progress(request: Request) -> Response:   # reported by a `rebuild` process
+        q = request.query_params
+        try:
+            progress = None if q.get("finished") in ("1", "true") else {
+                "phase": q.get("phase", ""), "done": int(q.get("done", "0")),
+                "total": int(q["total"]) if q.get("total") else None,
+                "rate": float(q.get("rate", "0")), "eta_s": float(q["eta_s"]) if q.get("eta_s") else None}
+        except ValueError as exc:
+            return JSONResponse({"ok": False, "error": f"bad parameter: {exc}"}, status_code=400)
+        try:
+            return JSONResponse(provider.set_rebuild(request.path_params["name"], progress))
+        except OpsError as exc:
+            return _error(exc, 404)
+
     def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")
 
@@ -196,6 +218,7 @@ def create_app(provider: StatusProvider, token: str | None = None) -> ASGIApp:
         Route("/api/projections/{name}/pause", pause_route(True), methods=["POST"]),
         Route("/api/projections/{name}/resume", pause_route(False), methods=["POST"]),
         Route("/api/projections/{name}/rebuild", rebuild, methods=["GET", "POST"]),
+        Route("/api/projections/{name}/rebuild-progress", rebuild_progress, methods=["POST"]),
         Route("/api/projections/{name}/verify", verify, methods=["POST"]),
     ])
     return TokenAuth(app, token)

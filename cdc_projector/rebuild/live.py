@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from ..errors import ProcessNotRunning, RebuildError
 
@@ -37,6 +37,9 @@ class LiveControl(Protocol):
 
     def resume(self) -> None:
         """Let the live pipeline go on (from its stored checkpoint)."""
+
+    def report(self, progress: Mapping[str, Any] | None) -> None:
+        """Show the rebuild's progress where the live projection is watched (None: it ended)."""
 
     @property
     def label(self) -> str:
@@ -102,6 +105,9 @@ class NoLive:
     def resume(self) -> None:
         return None
 
+    def report(self, progress: Mapping[str, Any] | None) -> None:
+        return None          # no running process shows it; the terminal has the bar
+
 
 class OpsLive:
     """The projection runs in a ``cdc-projector run`` process reachable over its ops API."""
@@ -146,6 +152,10 @@ class OpsLive:
     def resume(self) -> None:
         self.client.set_paused(self.name, False)
 
+    def report(self, progress: Mapping[str, Any] | None) -> None:
+        """Shown by the running process (dashboard, ``/api/status``)."""
+        self.client.report_rebuild(self.name, progress)
+
 
 class InProcessLive:
     """The rebuild runs inside the ``run`` process: pause through the projection's telemetry."""
@@ -168,3 +178,6 @@ class InProcessLive:
 
     def resume(self) -> None:
         self.telemetry.set_paused(False)
+
+    def report(self, progress: Mapping[str, Any] | None) -> None:
+        self.telemetry.set_rebuild(progress)

@@ -133,6 +133,7 @@ def start_in_process(project: ProjectFile, sinks: dict[str, Sink], telemetry: An
     """Start a rebuild of ``name`` in a thread of the running process (for embedded chDB)."""
     from .build import Rebuilder
     from .live import InProcessLive
+    from .progress import Progress
     plan = plan_of(project, name)
     sink = sinks[plan.sink]
     target = sink.projection(plan)
@@ -144,8 +145,13 @@ def start_in_process(project: ProjectFile, sinks: dict[str, Sink], telemetry: An
     live = InProcessLive(telemetry.get(name), probe, checkpoint)
 
     def work() -> dict[str, Any]:
-        return Rebuilder(project, sink, plan, live, mode=mode,  # type: ignore[arg-type]
-                         live_source=live_source, swap=swap).run().as_dict()  # type: ignore[arg-type]
+        progress = Progress(name, enabled=False, report=live.report)   # shown on the dashboard
+        try:
+            return Rebuilder(project, sink, plan, live, mode=mode,  # type: ignore[arg-type]
+                             live_source=live_source, swap=swap,  # type: ignore[arg-type]
+                             progress=progress).run().as_dict()
+        finally:
+            progress.finish()
     return (jobs or InProcessJobs()).start(name, work)
 
 

@@ -100,10 +100,14 @@ class InProcess:
         assert started["ok"], started
         job = started["job"]
         deadline = time.monotonic() + 600
+        shown = []         # the progress the dashboard shows meanwhile
         while job["state"] == "running" and time.monotonic() < deadline:
             self.alive()
+            shown.append(self.ops.telemetry.get(name).rebuild)
             time.sleep(0.2)
         assert job["state"] == "done", job
+        assert any(p and p["phase"] and isinstance(p["done"], int) for p in shown), shown[:5]
+        assert self.ops.telemetry.get(name).rebuild is None, "progress left after the rebuild"
         return job
 
     def no_leftovers(self) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import pymongo
 import pytest
 
+from cdc_projector.ops.client import OpsClient
 from cdc_projector.sample.seed import seed
 from cdc_projector.sample.workload import run_workload
 from tests.integration.test_rebuild_helpers import (Reader, align, cli, free_port, start_cli, wait_until,
@@ -137,6 +138,10 @@ def test_rebuild_under_load_swaps_without_gaps(stack: Stack) -> None:
     workload = threading.Thread(target=run_workload, args=(stack.db.dsn,),
                                 kwargs={"stop": stop, "rate": 4.0, "seed": 5}, daemon=True)
     workload.start()
+    ops = OpsClient(f"http://127.0.0.1:{stack.port}", timeout_s=5)
+    shown: list[dict[str, Any]] = []     # the rebuild's progress as the running process shows it
+    watcher = Reader(lambda: [p["rebuild"] for p in ops.status()["projections"] if p["rebuild"]],
+                     floor=0, consistent=lambda r: shown.append(r) is None, every_s=0.2).start()
     try:
         time.sleep(2.0)
         done = cli("rebuild", NAME, "-c", str(stack.config), env=stack.env)
@@ -147,7 +152,10 @@ def test_rebuild_under_load_swaps_without_gaps(stack: Stack) -> None:
         stop.set()
         workload.join(timeout=60)
         reader.finish()
+        watcher.finish()
     assert reader.reads > 10, "the reader did not poll during the rebuild"
+    assert shown and all(isinstance(r.get("done"), int) and r.get("phase") for r in shown), shown[:3]
+    assert not [p for p in ops.status()["projections"] if p["rebuild"]], "progress left after the rebuild"
     assert not reader.problems, reader.problems[:5]
     wait_until(stack.check_oracle, deadline_s=900, alive=stack.alive)
     stack.no_leftovers()

@@ -137,3 +137,20 @@ def test_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert state_dir_for(tmp_path) == tmp_path / ".cdc-projector"
     monkeypatch.setenv("CDC_PROJECTOR_STATE_DIR", str(tmp_path / "x"))
     assert state_dir_for(f) == tmp_path / "x"
+
+
+def test_rebuild_progress_reported_by_a_rebuild_process(setup: tuple[Telemetry, PauseStore]) -> None:
+    """`cdc-projector rebuild` in another process posts its progress; status and state show it."""
+    t, store = setup
+    c = client(t, store)
+    r = c.post("/api/projections/orders/rebuild-progress",
+               params={"phase": "snapshot", "done": 4000, "total": 10000, "rate": 2000.0, "eta_s": 3.0})
+    assert r.status_code == 200
+    orders = next(p for p in c.get("/api/status").json()["projections"] if p["name"] == "orders")
+    assert orders["state"] == "rebuilding"
+    assert orders["rebuild"] == {"phase": "snapshot", "done": 4000, "total": 10000, "rate": 2000.0, "eta_s": 3.0}
+    assert c.post("/api/projections/orders/rebuild-progress", params={"done": "x"}).status_code == 400
+    assert c.post("/api/projections/nope/rebuild-progress", params={"done": 1}).status_code == 404
+    assert c.post("/api/projections/orders/rebuild-progress", params={"finished": 1}).status_code == 200
+    orders = next(p for p in c.get("/api/status").json()["projections"] if p["name"] == "orders")
+    assert orders["rebuild"] is None and orders["state"] != "rebuilding"

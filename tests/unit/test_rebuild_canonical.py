@@ -69,3 +69,22 @@ def test_progress_plain_lines_and_tty_bar() -> None:
     t.update("snapshot", 25, 100, force=True)
     assert tty.getvalue().startswith("\rv  snapshot [######") and "25/100 rows" in tty.getvalue()
     assert "ETA" in tty.getvalue()
+
+
+def test_progress_reports_to_the_running_process_and_withdraws_at_the_end() -> None:
+    seen: list[object] = []
+    p = Progress("v", io.StringIO(), tty=False, enabled=False, report=seen.append, report_interval_s=3600)
+    p.update("snapshot", 50, 100, force=True)
+    p.update("snapshot", 60, 100)                      # within the interval: not sent again
+    assert len(seen) == 1
+    sent = seen[0]
+    assert isinstance(sent, dict) and sent["phase"] == "snapshot" and sent["done"] == 50
+    assert sent["total"] == 100 and sent["rate"] > 0 and sent["eta_s"] is not None
+
+    def broken(_: object) -> None:
+        raise OSError("connection refused")
+    q = Progress("v", io.StringIO(), tty=False, report=broken)
+    q.update("catch-up", 1, None, force=True)          # a failing report never stops the rebuild
+    q.finish()
+    p.finish()
+    assert seen[-1] is None
