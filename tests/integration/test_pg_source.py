@@ -226,7 +226,9 @@ def test_only_ack_moves_confirmed_flush_lsn(pgdb: PgDb) -> None:
         assert confirmed_flush(pgdb, src.slot_name) == start
         src.ack(cp)
         src.poll(10, 0.1)
-        assert confirmed_flush(pgdb, src.slot_name) == cp[f"pg:{src.slot_name}"] > start
+        # at the ack, or past it over WAL that holds nothing for the slot: once everything
+        # received is acked, psycopg2 moves the flush position to a keepalive's WAL end
+        assert confirmed_flush(pgdb, src.slot_name) >= cp[f"pg:{src.slot_name}"] > start
         assert src.backlog()[f"pg:{src.slot_name}"] >= 0
     finally:
         src.close()

@@ -26,8 +26,12 @@ Checkpoint entries:
   open through a temporary slot (:class:`.snapshot.TableSnapshot`); stream
   changes of that table committed before the snapshot's point are dropped.
 
-Batches end at transaction boundaries. A transaction larger than ``max_events``
-is delivered over several batches; those batches carry the checkpoint of the
+Batches end at transaction boundaries: when ``max_events`` are in, when the poll's
+``timeout_s`` (``runtime.batch_ms``) is over, or as soon as the stream has been quiet
+for :attr:`PostgresSource.linger_s` (10 ms) after a complete transaction - a batch
+never waits for changes that are not coming, and while the sink is busy the next
+batch grows by itself. A transaction larger than ``max_events`` is delivered over
+several batches; those batches carry the checkpoint of the
 previous commit, so a crash inside it replays the whole transaction.
 
 Acknowledgement: :meth:`PostgresSource.ack` sends ``flush_lsn`` feedback, the
@@ -57,6 +61,12 @@ from .typecodec import catalog_resolver
 
 log = logging.getLogger(__name__)
 
+#: quiet time after a complete transaction that ends a batch early (see the module docs)
+LINGER_S = 0.01
+#: an idle stream asks the server for its WAL end this often; a heartbeat follows at once
+#: when that moved past the applied position, else every ``heartbeat_s``
+PROBE_S = 1.0
+
 SnapshotMode = Literal["initial", "never"]
 
 
@@ -80,6 +90,7 @@ class PostgresSource:
         self._table_set = set(self.tables)
         self.snapshot_mode = snapshot
         self.heartbeat_s = heartbeat_s
+        self.linger_s = LINGER_S
         self.snapshot_chunk = snapshot_chunk
         self.messages = messages
         self.backlog_interval_s = backlog_interval_s
@@ -102,6 +113,7 @@ class PostgresSource:
         self._last_activity = time.monotonic()
         self._hb_requested_at: float | None = None
         self._hb_wal_end = 0
+        self._hb_next_probe = 0.0
         self._backlog_cache: tuple[float, dict[str, int]] | None = None
         # the replication cursor is used by poll/ack and by the keepalive thread
         self._cur_lock = threading.Lock()
@@ -347,21 +359,34 @@ class PostgresSource:
                         break
                     continue
                 now = time.monotonic()
-                if not decoder.in_transaction and now - self._last_activity >= self.heartbeat_s:
+                if events and not decoder.in_transaction and now - self._last_activity >= self.linger_s:
+                    break                                      # the stream went quiet: deliver now
+                if not decoder.in_transaction and not events:
+                    idle = now - self._last_activity
                     if self._hb_requested_at is None:
-                        self._hb_wal_end = cur.wal_end
-                        cur.send_feedback(reply=True)        # ask for a keepalive with the current WAL end
-                        self._hb_requested_at = now
+                        if idle >= min(PROBE_S, self.heartbeat_s) and now >= self._hb_next_probe:
+                            self._hb_wal_end = cur.wal_end
+                            cur.send_feedback(reply=True)    # ask for a keepalive with the current WAL end
+                            self._hb_requested_at = now
                     elif cur.wal_end != self._hb_wal_end or now - self._hb_requested_at >= 0.5:
-                        events.append(self._heartbeat(cur.wal_end))
-                        break
+                        # answered (or given up on): a heartbeat when it is due, or at once when the
+                        # server's WAL moved past what we applied (other databases' writes), so that
+                        # `wait --lsn` needs no periodic heartbeat
+                        if idle >= self.heartbeat_s or cur.wal_end > self._last_end:
+                            events.append(self._heartbeat(cur.wal_end))
+                            break
+                        self._hb_requested_at = None
+                        self._hb_next_probe = now + PROBE_S
                 remaining = deadline - now
                 if remaining <= 0:
                     break
                 wait = remaining
                 if not decoder.in_transaction:
-                    wait = min(wait, max(0.05, self._last_activity + self.heartbeat_s - now),
+                    probe_at = max(self._last_activity + min(PROBE_S, self.heartbeat_s), self._hb_next_probe)
+                    wait = min(wait, max(0.05, probe_at - now),
                                0.1 if self._hb_requested_at is not None else wait)
+                    if events:
+                        wait = min(wait, max(0.001, self._last_activity + self.linger_s - now))
                 select.select([cur], [], [], wait)
         except psycopg2.Error as exc:
             raise SourceError(f"replication stream from slot {self.slot_name!r} failed: {str(exc).strip()}",
