@@ -387,9 +387,9 @@ class ProjectionTelemetry:
         value: Mapping[str, int] | None = None
         try:
             if source is not None and not self._source_closed:
-                value = source.backlog()
-            elif self._backlog_probe is not None:
-                value = self._backlog_probe()
+                value = source.backlog() or None     # {}: not connected (e.g. reconnecting)
+            if value is None and self._backlog_probe is not None:
+                value = self._backlog_probe()        # paused or reconnecting: ask the slot / group
         except Exception as exc:  # noqa: BLE001 - backlog is best effort; the error is shown
             with self._lock:
                 self.last_error = self.last_error or f"backlog: {exc}"

@@ -37,10 +37,11 @@ class FakeSource:
     def __init__(self) -> None:
         self.value = 0
         self.calls = 0
+        self.disconnected = False
 
     def backlog(self) -> dict[str, int]:
         self.calls += 1
-        return {"pg:slot": self.value}
+        return {} if self.disconnected else {"pg:slot": self.value}
 
 
 def test_lag_buckets_bound_the_value_within_ten_percent() -> None:
@@ -224,3 +225,18 @@ def test_snapshot_rows_reported_for_a_source_without_progress() -> None:
     b, r = batch([ev(5, None, Op.READ), ev(5, None, Op.READ)])
     p.applied(b, r, written_at=T0)
     assert p.status()["snapshot"] == {"rows": {"*": 2}}
+
+
+def test_backlog_of_a_disconnected_source_comes_from_the_probe() -> None:
+    """A source that is reconnecting cannot tell its backlog ({}): the slot/group probe does."""
+    clock = Clock()
+    src = FakeSource()
+    p = ProjectionTelemetry("orders", clock=clock, backlog_probe=lambda: {"pg:s": 7000})
+    p.opened(None)
+    src.disconnected = True
+    p.failed(RuntimeError("replication stream failed"), src)
+    assert p.status()["backlog"]["total"] == 7000
+    clock.t += 5
+    src.disconnected, src.value = False, 3000
+    p.failed(RuntimeError("sink down"), src)
+    assert p.status()["backlog"]["total"] == 3000
