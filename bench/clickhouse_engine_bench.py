@@ -101,13 +101,14 @@ def records(prefix: str, n: int, seed: int = 1) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def produce(bootstrap: str, topic: str, recs: list[tuple[bytes, bytes]]) -> float:
+def produce(bootstrap: str, topic: str, recs: list[tuple[bytes, bytes]], compression: str | None = None) -> float:
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
     admin.close()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20, acks=1)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20, acks=1,
+                             compression_type=compression)
     t0 = time.perf_counter()
     for key, value in recs:
         producer.send(topic, key=key, value=value)

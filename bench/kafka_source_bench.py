@@ -1,7 +1,8 @@
 """Kafka source benchmark: where the time goes between a Debezium topic and ChangeEvents.
 
     python bench/kafka_source_bench.py [--events 40000] [--batch 20000] [--bootstrap 127.0.0.1:9092]
-                                       [--topic EXISTING --keep] [--consumer-config '{"check_crcs": true}']
+                                       [--compression lz4] [--topic EXISTING --keep]
+                                       [--consumer-config '{"check_crcs": true}']
 
 Produces ``--events`` Debezium-format records of ``public.orders`` (JsonConverter with
 embedded schemas, ~3.5 kB each: the record builder of bench/clickhouse_engine_bench.py)
@@ -138,6 +139,8 @@ def main() -> None:
     ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     ap.add_argument("--topic", help="re-use this topic (<prefix>.public.orders, already produced)")
     ap.add_argument("--keep", action="store_true", help="do not delete the topic at the end")
+    ap.add_argument("--compression", choices=["gzip", "lz4", "zstd", "snappy"],
+                    help="producer compression (Debezium: producer.override.compression.type)")
     ap.add_argument("--consumer-config", default="{}", help="extra kafka-python settings (JSON) for (a) and (b)")
     args = ap.parse_args()
     extra = json.loads(args.consumer_config)
@@ -156,7 +159,8 @@ def main() -> None:
         if created:
             recs = records(prefix, args.events)
             result["avg_record_bytes"] = round(sum(len(k) + len(v) for k, v in recs) / len(recs))
-            result["produce_s"] = round(produce(args.bootstrap, topic, recs), 1)
+            result["produce_s"] = round(produce(args.bootstrap, topic, recs, args.compression), 1)
+            result["compression"] = args.compression
             del recs
         config = DebeziumKafkaSource(bootstrap_servers=args.bootstrap, group_id="-", topic_prefix=prefix,
                                      tables=[], consumer_config=extra)._config
