@@ -30,12 +30,13 @@ from .test_debezium_decode import (ENVELOPE_SCHEMA, KEY_SCHEMA, PREFIX, TOAST_B6
                                    unscaled_b64)
 
 Rec = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]] | None]
+_FIELDS: list[dict[str, Any]] = ENVELOPE_SCHEMA["fields"]  # type: ignore[assignment]
 
 
 def _envelope(row_fields: list[dict[str, Any]]) -> dict[str, Any]:
     rs = {"type": "struct", "optional": True, "name": "shop.public.t.Value", "fields": row_fields}
     return {**copy.deepcopy(ENVELOPE_SCHEMA), "fields": [{**rs, "field": "before"}, {**rs, "field": "after"}]
-            + copy.deepcopy(ENVELOPE_SCHEMA["fields"][2:])}
+            + copy.deepcopy(_FIELDS[2:])}
 
 
 #: decimal.handling.mode=precise, time.precision.mode=adaptive_time_microseconds (the test module's schema)
@@ -43,7 +44,7 @@ SCHEMA_PRECISE = ENVELOPE_SCHEMA
 #: the same table after a schema change: price with scale 3, one column more
 SCHEMA_SCALE3 = _envelope([
     {**fld, "parameters": {"scale": "3", "connect.decimal.precision": "12"}} if fld["field"] == "price" else fld
-    for fld in ENVELOPE_SCHEMA["fields"][1]["fields"]] + [f("extra", "string")])
+    for fld in _FIELDS[1]["fields"]] + [f("extra", "string")])
 #: decimal.handling.mode=string / double and time.precision.mode=connect
 SCHEMA_STRING_CONNECT = _envelope([
     f("id", "int32", optional=False),
@@ -92,8 +93,8 @@ def _stream() -> list[Rec]:
     c_row = {"id": 3, "price": "-12.340", "amount": 0.1, "created_at": "1969-12-31T23:59:59.999999Z",
              "ts_milli": -1, "d": 0, "t_milli": 86_399_999, "t_nano": 86_400_000_000_000,
              "ts_nano": 1_000, "tags": [TOAST_PLACEHOLDER], "blob": TOAST_B64, "name": TOAST_PLACEHOLDER}
-    hdr_new = [("__debezium.newkey", _key(2))]
-    hdr_old = [("__debezium.oldkey", _key(1))]
+    hdr_new: list[tuple[str, bytes | None]] = [("__debezium.newkey", _key(2))]
+    hdr_old: list[tuple[str, bytes | None]] = [("__debezium.oldkey", _key(1))]
     return [
         (TOPIC, _key(1), _value(SCHEMA_PRECISE, "r", None, row(), 500), None),
         (TOPIC, _key(1), _value(SCHEMA_PRECISE, "c", None, a_full, 1000), None),
