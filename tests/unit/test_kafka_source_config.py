@@ -26,3 +26,8 @@ def test_consumer_config_overrides_the_defaults(monkeypatch: pytest.MonkeyPatch)
     cfg = _config(check_crcs=True, max_partition_fetch_bytes=1 << 20)
     assert cfg["check_crcs"] is True and cfg["max_partition_fetch_bytes"] == 1 << 20
     assert cfg["group_id"] == "g" and cfg["enable_auto_commit"] is False
+
+
+def test_kafka_python_metrics_are_off_unless_asked_for() -> None:
+    assert _config()["metrics_enabled"] is False
+    assert _config(metrics_enabled=True)["metrics_enabled"] is True
