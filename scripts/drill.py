@@ -60,7 +60,7 @@ def main() -> int:
         writer = threading.Thread(target=run_workload, args=(db.dsn,),
                                   kwargs={"rate": args.rate, "seed": 2, "stop": stop}, daemon=True)
         try:
-            assert run.cli("wait", "--lsn", current_lsn(db.dsn), "--timeout", "300").returncode == 0
+            assert run.cli("wait", "--lsn", current_lsn(db.dsn), "--timeout", "300", timeout=360).returncode == 0
             writer.start()
             print(f"steady load {args.rate:g} ops/s; pausing {args.projection} for {args.minutes:g} min", flush=True)
             assert run.cli("pause", args.projection).returncode == 0
@@ -81,7 +81,7 @@ def main() -> int:
             stop.set()
             writer.join()
             final = current_lsn(db.dsn)
-            assert run.cli("wait", "--lsn", final, "--timeout", "600").returncode == 0
+            assert run.cli("wait", "--lsn", final, "--timeout", "600", timeout=660).returncode == 0
             problems = oracle_problems(db.dsn, MONGODB_URL, mongo_db, NAMES)
             lag = {n: s["lag"]["15m"] for n, s in run.status().items()}
             print(f"lag over the last 15 min: {lag}")
