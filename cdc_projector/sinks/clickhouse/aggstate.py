@@ -1,0 +1,239 @@
+"""Per-group partial state of an aggregate and the exact arithmetic of a batch's delta.
+
+A group's state (stored in its ``<table>_data`` row beside the measures):
+
+===================  ==========================================================
+``rows``             contributions in the group (``count(*)``; 0 = the group is gone)
+count(x)             ``n``: non-NULL arguments
+count(distinct x)    ``n``: values whose ``(group, value)`` count is > 0 (the counts
+                     live in ``<table>_d_<measure>``)
+sum(x)               ``n`` and ``s`` (exact: int / Decimal; the result is NULL when n = 0)
+avg(x)               ``n`` and ``s``; the result is ``s / n`` rounded half away from zero
+min(x) / max(x)      ``s``: the extreme (NULL when every argument is NULL)
+===================  ==========================================================
+
+A batch's delta per group is (new contributions) - (old contributions). Applying it is
+exact for counts and exact sums. It is not possible, and the group is *recomputed* from
+its stored contributions instead, when: a retracted ``min``/``max`` value is the stored
+extreme (and no added value reaches it); the argument type is not ordered the same in
+Python and ClickHouse (uuid, bytea, arrays) and the measure changed; a ``float`` sum/avg
+retracts a non-zero value (float subtraction is not exact); or the state would become
+inconsistent (a negative count: never expected, but repaired rather than written).
+"""
+from __future__ import annotations
+
+import decimal
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .ddl import AggregateSpec, MeasureSpec
+from .types import decimal_scale
+
+CTX = decimal.Context(prec=200, rounding=decimal.ROUND_HALF_UP)
+#: argument kinds whose Python ordering equals ClickHouse's (strings: code points = UTF-8 bytes)
+ORDERED_KINDS = frozenset({"int", "numeric", "float", "date", "timestamptz", "timestamp", "text", "json",
+                           "time", "bool", "any", "unknown"})
+
+
+def hashable(value: Any) -> Any:
+    """A dict key for a value (arrays are lists)."""
+    if isinstance(value, list):
+        return tuple(hashable(v) for v in value)
+    return value
+
+
+def _zero(m: MeasureSpec) -> Any:
+    kind = m.arg.sql.kind if m.arg is not None else "int"
+    if kind == "float":
+        return 0.0
+    if m.sum_type.base.startswith("Decimal"):
+        return decimal.Decimal(0)
+    return 0
+
+
+def _number(m: MeasureSpec, value: Any) -> Any:
+    """A running sum read back (Int128 may arrive as text) as an exact Python number."""
+    if value is None:
+        return _zero(m)
+    base = m.sum_type.base
+    if base.startswith("Decimal"):
+        return m.sum_type.encode(value)
+    return float(value) if base.startswith("Float") else int(value)
+
+
+def _is_float_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+@dataclass
+class GroupState:
+    """One group's state; ``n[j]`` / ``s[j]`` per measure ``j`` (unused slots: 0 / None)."""
+
+    rows: int
+    n: list[int]
+    s: list[Any]
+
+    @classmethod
+    def empty(cls, spec: AggregateSpec) -> "GroupState":
+        return cls(0, [0] * len(spec.measures),
+                   [_zero(m) if m.func in ("sum", "avg") else None for m in spec.measures])
+
+    # -- stored columns <-> state ------------------------------------------
+    @classmethod
+    def from_row(cls, spec: AggregateSpec, values: Sequence[Any]) -> "GroupState":
+        """From the columns ``measures..., _rows, state columns...`` (as :meth:`columns` writes them)."""
+        nm = len(spec.measures)
+        results, rows, extra = values[:nm], int(values[nm] or 0), list(values[nm + 1:])
+        st = cls.empty(spec)
+        st.rows = rows
+        for j, m in enumerate(spec.measures):
+            value = results[j]
+            if m.func == "count":
+                st.n[j] = int(value or 0)
+            elif m.func == "sum":
+                st.n[j] = int(extra.pop(0) or 0)
+                st.s[j] = _number(m, value)
+            elif m.func == "avg":
+                st.n[j] = int(extra.pop(0) or 0)
+                st.s[j] = _number(m, extra.pop(0))
+            else:
+                st.s[j] = None if value is None else m.result.encode(value)
+        return st
+
+    def columns(self, spec: AggregateSpec) -> list[Any]:
+        """Encoded ``measures..., _rows, state columns...`` of the group row."""
+        results: list[Any] = []
+        state: list[Any] = [self.rows]
+        for j, m in enumerate(spec.measures):
+            if m.func == "count":
+                results.append(self.n[j] if m.arg is not None else self.rows)
+            elif m.func == "sum":
+                results.append(None if self.n[j] == 0 else _number(m, self.s[j]))
+                state.append(self.n[j])
+            elif m.func == "avg":
+                results.append(None if self.n[j] == 0 else m.result.encode(_avg(m, self.s[j], self.n[j])))
+                state += [self.n[j], _number(m, self.s[j])]
+            else:
+                results.append(self.s[j])
+        return results + state
+
+
+def _avg(m: MeasureSpec, total: Any, count: int) -> Any:
+    if isinstance(total, float):
+        return total / count
+    ps = decimal_scale(m.result.base)
+    scale = decimal.Decimal(1).scaleb(-(ps[1] if ps else 0))
+    with decimal.localcontext(CTX):
+        return (decimal.Decimal(total) / decimal.Decimal(count)).quantize(scale, rounding=decimal.ROUND_HALF_UP)
+
+
+@dataclass
+class Delta:
+    """What a batch adds to (+) and retracts from (-) one group."""
+
+    rows: int = 0
+    n: dict[int, int] = field(default_factory=dict)
+    s: dict[int, Any] = field(default_factory=dict)
+    added: dict[int, list[Any]] = field(default_factory=dict)       # min/max: added values
+    retracted: dict[int, list[Any]] = field(default_factory=dict)   # min/max: retracted values
+    inexact: bool = False                                           # float retraction: recompute
+
+
+class BatchDelta:
+    """Accumulates a batch's per-group deltas and ``(group, value)`` distinct-count deltas."""
+
+    def __init__(self, spec: AggregateSpec) -> None:
+        self.spec = spec
+        self.groups: dict[tuple[Any, ...], Delta] = {}
+        #: per distinct measure index: (group, hashable value) -> [delta, value]
+        self.pairs: dict[int, dict[tuple[Any, Any], list[Any]]] = {
+            j: {} for j, m in enumerate(spec.measures) if m.distinct and m.arg is not None}
+        self._args = [j for j, m in enumerate(spec.measures) if m.arg is not None]
+
+    def apply(self, group: tuple[Any, ...], args: Sequence[Any], sign: int) -> None:
+        """Add (``sign`` 1) or retract (-1) one contribution; ``args`` in argument-measure order."""
+        d = self.groups.setdefault(group, Delta())
+        d.rows += sign
+        for j, value in zip(self._args, args):
+            if value is None:
+                continue
+            m = self.spec.measures[j]
+            if m.func == "count":
+                if m.distinct:
+                    entry = self.pairs[j].setdefault((group, hashable(value)), [0, value])
+                    entry[0] += sign
+                else:
+                    d.n[j] = d.n.get(j, 0) + sign
+            elif m.func in ("sum", "avg"):
+                d.n[j] = d.n.get(j, 0) + sign
+                if isinstance(value, float):
+                    if sign < 0 and value != 0:
+                        d.inexact = True
+                    d.s[j] = d.s.get(j, 0.0) + value
+                else:
+                    with decimal.localcontext(CTX):
+                        d.s[j] = d.s.get(j, 0) + (value if sign > 0 else -value)
+            else:
+                (d.added if sign > 0 else d.retracted).setdefault(j, []).append(value)
+
+
+def apply_delta(spec: AggregateSpec, state: GroupState, delta: Delta,
+                distinct_changes: dict[int, int]) -> GroupState | None:
+    """The group's state after the batch, or None when it must be recomputed from its contributions.
+
+    ``distinct_changes``: per distinct measure, values that appeared minus values that vanished."""
+    if delta.inexact:
+        return None
+    new = GroupState(state.rows + delta.rows, list(state.n), list(state.s))
+    if new.rows < 0:
+        return None
+    for j, m in enumerate(spec.measures):
+        if m.func == "count":
+            if m.distinct:
+                new.n[j] += distinct_changes.get(j, 0)
+            else:
+                new.n[j] += delta.n.get(j, 0)
+            if new.n[j] < 0:
+                return None
+        elif m.func in ("sum", "avg"):
+            new.n[j] += delta.n.get(j, 0)
+            if new.n[j] < 0:
+                return None
+            if j in delta.s:
+                with decimal.localcontext(CTX):
+                    new.s[j] = new.s[j] + delta.s[j]
+            if new.n[j] == 0:
+                new.s[j] = _zero(m)
+        elif m.func in ("min", "max"):
+            extreme = _extreme(m, state.s[j], delta.added.get(j, []), delta.retracted.get(j, []))
+            if extreme is _RECOMPUTE:
+                return None
+            new.s[j] = extreme
+    if new.rows == 0 and any(new.n):
+        return None
+    return new
+
+
+_RECOMPUTE = object()
+
+
+def _extreme(m: MeasureSpec, stored: Any, added: list[Any], retracted: list[Any]) -> Any:
+    if not added and not retracted:
+        return stored
+    assert m.arg is not None
+    if m.arg.sql.kind not in ORDERED_KINDS or any(_is_float_nan(v) for v in [stored, *added, *retracted]):
+        return _RECOMPUTE
+    pick = min if m.func == "min" else max
+    best = pick(added) if added else None
+    if retracted:
+        if stored is None:
+            return _RECOMPUTE                          # a value retracted from an all-NULL group
+        if any(pick(v, stored) != stored for v in retracted):
+            return _RECOMPUTE                          # beyond the extreme: inconsistent, repair
+        hit = any(v == stored for v in retracted)
+        if hit and not (best is not None and pick(best, stored) == best):
+            return _RECOMPUTE                          # the extreme left and nothing reaches it
+    if best is None:
+        return stored
+    return best if stored is None else pick(stored, best)
