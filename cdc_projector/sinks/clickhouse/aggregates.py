@@ -55,6 +55,10 @@ class AggregateView:
         self._argcols = [Column(m.name, m.arg) for m in self._args]  # type: ignore[arg-type]
         self._distinct = [(j, m) for j, m in enumerate(spec.measures) if m.distinct and m.arg is not None]
         self._recover_after: int | None = None
+        self._types = {suffix: dict(cols) for suffix, cols, _, _ in spec.tables()}
+        self._types["_stage"] = dict(spec.stage_columns())
+        #: groups the last batch recomputed from their contributions (instead of a delta)
+        self.last_recomputed = 0
 
     # -- encoding ----------------------------------------------------------
     def _enc(self, col: Column, value: Any, nullable: bool = True, where: str = "") -> Any:
@@ -146,6 +150,7 @@ class AggregateView:
             recomputed, more_pairs = self._recompute(marked)
             pair_rows = {name: rows + more_pairs.get(name, []) for name, rows in pair_rows.items()}
         states.update({g: recomputed.get(g, GroupState.empty(self.spec)) for g in marked})
+        self.last_recomputed = len(marked)
         written, removed = self._write_groups(states, ver)
         if stop_after == "groups":
             return written, removed
@@ -169,14 +174,12 @@ class AggregateView:
                          self.sql.kcols + self.sql.gcols + self.sql.acols + ["_is_deleted", "_sign"])
 
     def _stage_rows(self, rows: list[list[Any]], names: list[str]) -> None:
-        types = dict(self.spec.stage_columns())
-        self.ch.insert(self.spec.table + "_stage", rows, names, [types[n] for n in names])
+        self._insert("_stage", rows, names)
 
     def _insert(self, suffix: str, rows: list[list[Any]], names: list[str]) -> None:
         if not rows:
             return
-        table = {s: cols for s, cols, _, _ in self.spec.tables()}[suffix]
-        types = dict(table)
+        types = self._types[suffix]
         self.ch.insert(self.spec.table + suffix, rows, names, [types[n] for n in names])
 
     def _old(self) -> dict[tuple[Any, ...], Contribution]:

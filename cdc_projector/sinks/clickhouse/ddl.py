@@ -31,6 +31,7 @@ the key, group_by or measures) is refused with a message that says to run
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
@@ -82,7 +83,7 @@ class MeasureSpec:
     def arg_column(self) -> str:
         return f"a_{self.name}"
 
-    @property
+    @functools.cached_property
     def result(self) -> ChType:
         """Type of the measure in the view table."""
         if self.func == "count":
@@ -104,7 +105,7 @@ class MeasureSpec:
             return ChType(SqlType("numeric", 76, scale), f"Decimal(76, {scale})")
         return ChType(SqlType("float"), "Float64")
 
-    @property
+    @functools.cached_property
     def sum_type(self) -> ChType:
         """Type of the running sum of a sum/avg measure (the type ``sum`` would have)."""
         assert self.arg is not None
