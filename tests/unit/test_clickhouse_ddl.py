@@ -37,7 +37,7 @@ def test_aggregate_layout_and_measure_types() -> None:
     assert dict(spec.data_columns()) == {**types, **dict(spec.state_columns()),
                                          "_version": "UInt128", "_is_deleted": "UInt8"}
     text = describe(spec, "db")
-    assert "`rev_contrib`" in text and "ORDER BY (`k_id`) SETTINGS index_granularity = 1024" in text
+    assert "`rev_contrib`" in text and "ORDER BY (`k_id`) SETTINGS index_granularity = 256, min_compress_block_size" in text
     assert "ORDER BY (`day`, `status`) SETTINGS allow_nullable_key = 1" in text
     assert "`rev_members`" in text and "ORDER BY (`g_day`, `g_status`, `k_id`)" in text
     assert "`rev_d_d`" in text and "ORDER BY (`g_day`, `g_status`, `v`)" in text

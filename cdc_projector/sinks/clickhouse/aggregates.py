@@ -30,7 +30,7 @@ from typing import Any, Literal, Mapping, Sequence
 from ...errors import ProjectionError
 from ..base import ViewChange
 from .aggsql import AggregateSql
-from .aggstate import BatchDelta, GroupState, apply_delta, hashable
+from .aggstate import BatchDelta, GroupState, Shape, apply_delta, hashable
 from .client import ClickHouse, ident
 from .ddl import AggregateSpec, Column, spec_suffixes
 
@@ -55,6 +55,10 @@ class AggregateView:
         self._argcols = [Column(m.name, m.arg) for m in self._args]  # type: ignore[arg-type]
         self._distinct = [(j, m) for j, m in enumerate(spec.measures) if m.distinct and m.arg is not None]
         self._recover_after: int | None = None
+        self.shape = Shape(spec)
+        self._kenc = [c.type.not_null().encoder() for c in spec.key]
+        self._genc = [c.type.encoder() for c in spec.groups]
+        self._aenc = [c.type.encoder() for c in self._argcols]
         self._types = {suffix: dict(cols) for suffix, cols, _, _ in spec.tables()}
         self._types["_stage"] = dict(spec.stage_columns())
         #: groups the last batch recomputed from their contributions (instead of a delta)
@@ -70,6 +74,15 @@ class AggregateView:
 
     def _contribution(self, change: ViewChange) -> tuple[tuple[Any, ...], tuple[Any, ...] | None,
                                                            tuple[Any, ...] | None]:
+        try:                       # fast path; the slow one names the failing column
+            key = tuple(f(change.key.get(c.name)) for f, c in zip(self._kenc, self.spec.key))
+            if change.values is None:
+                return key, None, None
+            v = change.values
+            return (key, tuple(f(v.get(c.name)) for f, c in zip(self._genc, self.spec.groups)),
+                    tuple(f(v.get(c.name)) for f, c in zip(self._aenc, self._argcols)))
+        except ProjectionError:
+            pass
         where = f" key {dict(change.key)}"
         key = tuple(self._enc(c, change.key.get(c.name), False, where) for c in self.spec.key)
         if change.values is None:
@@ -80,7 +93,7 @@ class AggregateView:
         return key, group, args
 
     def _group(self, row: Sequence[Any]) -> Group:
-        return tuple(c.type.encode(v) for c, v in zip(self.spec.groups, row))
+        return tuple(f(v) for f, v in zip(self._genc, row))
 
     # -- the batch -----------------------------------------------------------
     def write(self, changes: Sequence[ViewChange], ver: int,
@@ -120,7 +133,7 @@ class AggregateView:
                stop_after: StopAfter) -> tuple[int, int]:
         self._stage(latest)
         old = self._old()
-        delta = BatchDelta(self.spec)
+        delta = BatchDelta(self.shape)
         changed: list[tuple[Any, ...]] = []
         for key, (group, args) in latest.items():
             before = old.get(key)
@@ -149,7 +162,7 @@ class AggregateView:
                     self.ch.command(statement)
             recomputed, more_pairs = self._recompute(marked)
             pair_rows = {name: rows + more_pairs.get(name, []) for name, rows in pair_rows.items()}
-        states.update({g: recomputed.get(g, GroupState.empty(self.spec)) for g in marked})
+        states.update({g: recomputed.get(g, GroupState.empty(self.shape)) for g in marked})
         self.last_recomputed = len(marked)
         written, removed = self._write_groups(states, ver)
         if stop_after == "groups":
@@ -187,9 +200,9 @@ class AggregateView:
         nk, ng = len(self.spec.key), len(self.spec.groups)
         out: dict[tuple[Any, ...], Contribution] = {}
         for row in self.ch.query(self.sql.old_contributions()):
-            key = tuple(c.type.not_null().encode(v) for c, v in zip(self.spec.key, row[:nk]))
+            key = tuple(f(v) for f, v in zip(self._kenc, row[:nk]))
             group = self._group(row[nk:nk + ng])
-            args = tuple(c.type.encode(v) for c, v in zip(self._argcols, row[nk + ng:]))
+            args = tuple(f(v) for f, v in zip(self._aenc, row[nk + ng:]))
             out[key] = (group, args)
         return out
 
@@ -198,11 +211,12 @@ class AggregateView:
         """New states of the delta's groups (those that cannot be updated join ``marked``) and the
         ``(group, value)`` rows to write for the groups not marked."""
         ng = len(self.spec.groups)
-        stored = {self._group(r[:ng]): GroupState.from_row(self.spec, r[ng:])
+        stored = {self._group(r[:ng]): GroupState.from_row(self.shape, r[ng:])
                   for r in self.ch.query(self.sql.stored_states())} if delta.groups else {}
         counts: dict[int, dict[tuple[Any, Any], int]] = {}
         for j, m in self._distinct:
-            counts[j] = {(self._group(r[:ng]), hashable(m.arg.not_null().encode(r[ng]))): int(r[ng + 1])  # type: ignore[union-attr]
+            venc = m.arg.not_null().encoder()  # type: ignore[union-attr]
+            counts[j] = {(self._group(r[:ng]), hashable(venc(r[ng]))): int(r[ng + 1])
                          for r in self.ch.query(self.sql.stored_pairs(m))}
         by_group: dict[Group, dict[int, list[tuple[Any, int, int]]]] = {}
         for j, pairs in delta.pairs.items():
@@ -219,7 +233,7 @@ class AggregateView:
                 marked.add(group)
                 continue
             appeared = {j: sum((after > 0) - (before > 0) for _, before, after in ps) for j, ps in pairs_of.items()}
-            new = apply_delta(self.spec, stored.get(group) or GroupState.empty(self.spec), d, appeared)
+            new = apply_delta(self.shape, stored.get(group) or GroupState.empty(self.shape), d, appeared)
             if new is None:
                 marked.add(group)
             else:
@@ -235,7 +249,7 @@ class AggregateView:
     def _recompute(self, marked: set[Group]) -> tuple[dict[Group, GroupState], dict[str, list[list[Any]]]]:
         """States and ``(group, value)`` rows of the marked groups, from their contributions."""
         ng = len(self.spec.groups)
-        states = {self._group(r[:ng]): GroupState.from_row(self.spec, r[ng:])
+        states = {self._group(r[:ng]): GroupState.from_row(self.shape, r[ng:])
                   for r in self.ch.query(self.sql.recompute())}
         rows: dict[str, list[list[Any]]] = {}
         for _, m in self._distinct:
@@ -273,7 +287,7 @@ class AggregateView:
         for group, st in states.items():
             gone = st.rows <= 0
             removed += gone
-            cols = (GroupState.empty(self.spec) if gone else st).columns(self.spec)
+            cols = (GroupState.empty(self.shape) if gone else st).columns(self.shape)
             rows.append(list(group) + cols + [ver, int(gone)])
         names = [c.name for c in self.spec.groups] + self.sql.state_columns() + ["_version", "_is_deleted"]
         self._insert("_data", rows, names)
@@ -293,7 +307,7 @@ class AggregateView:
             ng, nk = len(self.spec.groups), len(self.spec.key)
             for r in self.ch.query(self.sql.touched_members()):
                 group = self._group(r[:ng])
-                key = tuple(c.type.not_null().encode(v) for c, v in zip(self.spec.key, r[ng:ng + nk]))
+                key = tuple(f(v) for f, v in zip(self._kenc, r[ng:ng + nk]))
                 if latest[key][0] != group:
                     gone.add((group, key))
             changed = list(latest)

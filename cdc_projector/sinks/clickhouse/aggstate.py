@@ -36,30 +36,42 @@ ORDERED_KINDS = frozenset({"int", "numeric", "float", "date", "timestamptz", "ti
                            "time", "bool", "any", "unknown"})
 
 
+class MeasureShape:
+    """A :class:`MeasureSpec` with its converters resolved once (the batch loops call them a lot)."""
+
+    def __init__(self, m: MeasureSpec) -> None:
+        self.name, self.func, self.arg, self.distinct = m.name, m.func, m.arg, m.distinct
+        self.kind = m.arg.sql.kind if m.arg is not None else "int"
+        self.result_enc = m.result.encoder()
+        self.zero: Any = None
+        self.number: Any = None
+        self.quantum: decimal.Decimal | None = None
+        if m.func in ("sum", "avg"):
+            base = m.sum_type.base
+            if base.startswith("Decimal"):
+                self.zero, sum_enc = decimal.Decimal(0), m.sum_type.encoder()
+                self.number = lambda v: self.zero if v is None else sum_enc(v)
+            elif base.startswith("Float"):
+                self.zero, self.number = 0.0, lambda v: 0.0 if v is None else float(v)
+            else:                                     # Int128 (may arrive as text)
+                self.zero, self.number = 0, lambda v: 0 if v is None else int(v)
+        if m.func == "avg":
+            ps = decimal_scale(m.result.base)
+            self.quantum = decimal.Decimal(1).scaleb(-ps[1]) if ps else None
+
+
+class Shape:
+    """Per-spec constants of the state arithmetic."""
+
+    def __init__(self, spec: AggregateSpec) -> None:
+        self.measures = [MeasureShape(m) for m in spec.measures]
+
+
 def hashable(value: Any) -> Any:
     """A dict key for a value (arrays are lists)."""
     if isinstance(value, list):
         return tuple(hashable(v) for v in value)
     return value
-
-
-def _zero(m: MeasureSpec) -> Any:
-    kind = m.arg.sql.kind if m.arg is not None else "int"
-    if kind == "float":
-        return 0.0
-    if m.sum_type.base.startswith("Decimal"):
-        return decimal.Decimal(0)
-    return 0
-
-
-def _number(m: MeasureSpec, value: Any) -> Any:
-    """A running sum read back (Int128 may arrive as text) as an exact Python number."""
-    if value is None:
-        return _zero(m)
-    base = m.sum_type.base
-    if base.startswith("Decimal"):
-        return m.sum_type.encode(value)
-    return float(value) if base.startswith("Float") else int(value)
 
 
 def _is_float_nan(value: Any) -> bool:
@@ -75,13 +87,12 @@ class GroupState:
     s: list[Any]
 
     @classmethod
-    def empty(cls, spec: AggregateSpec) -> "GroupState":
-        return cls(0, [0] * len(spec.measures),
-                   [_zero(m) if m.func in ("sum", "avg") else None for m in spec.measures])
+    def empty(cls, spec: Shape) -> "GroupState":
+        return cls(0, [0] * len(spec.measures), [m.zero for m in spec.measures])
 
     # -- stored columns <-> state ------------------------------------------
     @classmethod
-    def from_row(cls, spec: AggregateSpec, values: Sequence[Any]) -> "GroupState":
+    def from_row(cls, spec: Shape, values: Sequence[Any]) -> "GroupState":
         """From the columns ``measures..., _rows, state columns...`` (as :meth:`columns` writes them)."""
         nm = len(spec.measures)
         results, rows, extra = values[:nm], int(values[nm] or 0), list(values[nm + 1:])
@@ -93,15 +104,15 @@ class GroupState:
                 st.n[j] = int(value or 0)
             elif m.func == "sum":
                 st.n[j] = int(extra.pop(0) or 0)
-                st.s[j] = _number(m, value)
+                st.s[j] = m.number(value)
             elif m.func == "avg":
                 st.n[j] = int(extra.pop(0) or 0)
-                st.s[j] = _number(m, extra.pop(0))
+                st.s[j] = m.number(extra.pop(0))
             else:
-                st.s[j] = None if value is None else m.result.encode(value)
+                st.s[j] = None if value is None else m.result_enc(value)
         return st
 
-    def columns(self, spec: AggregateSpec) -> list[Any]:
+    def columns(self, spec: Shape) -> list[Any]:
         """Encoded ``measures..., _rows, state columns...`` of the group row."""
         results: list[Any] = []
         state: list[Any] = [self.rows]
@@ -109,23 +120,21 @@ class GroupState:
             if m.func == "count":
                 results.append(self.n[j] if m.arg is not None else self.rows)
             elif m.func == "sum":
-                results.append(None if self.n[j] == 0 else _number(m, self.s[j]))
+                results.append(None if self.n[j] == 0 else m.number(self.s[j]))
                 state.append(self.n[j])
             elif m.func == "avg":
-                results.append(None if self.n[j] == 0 else m.result.encode(_avg(m, self.s[j], self.n[j])))
-                state += [self.n[j], _number(m, self.s[j])]
+                results.append(None if self.n[j] == 0 else m.result_enc(_avg(m, self.s[j], self.n[j])))
+                state += [self.n[j], m.number(self.s[j])]
             else:
                 results.append(self.s[j])
         return results + state
 
 
-def _avg(m: MeasureSpec, total: Any, count: int) -> Any:
-    if isinstance(total, float):
+def _avg(m: MeasureShape, total: Any, count: int) -> Any:
+    if isinstance(total, float) or m.quantum is None:
         return total / count
-    ps = decimal_scale(m.result.base)
-    scale = decimal.Decimal(1).scaleb(-(ps[1] if ps else 0))
     with decimal.localcontext(CTX):
-        return (decimal.Decimal(total) / decimal.Decimal(count)).quantize(scale, rounding=decimal.ROUND_HALF_UP)
+        return (decimal.Decimal(total) / decimal.Decimal(count)).quantize(m.quantum, rounding=decimal.ROUND_HALF_UP)
 
 
 @dataclass
@@ -143,7 +152,7 @@ class Delta:
 class BatchDelta:
     """Accumulates a batch's per-group deltas and ``(group, value)`` distinct-count deltas."""
 
-    def __init__(self, spec: AggregateSpec) -> None:
+    def __init__(self, spec: Shape) -> None:
         self.spec = spec
         self.groups: dict[tuple[Any, ...], Delta] = {}
         #: per distinct measure index: (group, hashable value) -> [delta, value]
@@ -178,7 +187,7 @@ class BatchDelta:
                 (d.added if sign > 0 else d.retracted).setdefault(j, []).append(value)
 
 
-def apply_delta(spec: AggregateSpec, state: GroupState, delta: Delta,
+def apply_delta(spec: Shape, state: GroupState, delta: Delta,
                 distinct_changes: dict[int, int]) -> GroupState | None:
     """The group's state after the batch, or None when it must be recomputed from its contributions.
 
@@ -204,7 +213,7 @@ def apply_delta(spec: AggregateSpec, state: GroupState, delta: Delta,
                 with decimal.localcontext(CTX):
                     new.s[j] = new.s[j] + delta.s[j]
             if new.n[j] == 0:
-                new.s[j] = _zero(m)
+                new.s[j] = m.zero
         elif m.func in ("min", "max"):
             extreme = _extreme(m, state.s[j], delta.added.get(j, []), delta.retracted.get(j, []))
             if extreme is _RECOMPUTE:
@@ -218,11 +227,10 @@ def apply_delta(spec: AggregateSpec, state: GroupState, delta: Delta,
 _RECOMPUTE = object()
 
 
-def _extreme(m: MeasureSpec, stored: Any, added: list[Any], retracted: list[Any]) -> Any:
+def _extreme(m: MeasureShape, stored: Any, added: list[Any], retracted: list[Any]) -> Any:
     if not added and not retracted:
         return stored
-    assert m.arg is not None
-    if m.arg.sql.kind not in ORDERED_KINDS or any(_is_float_nan(v) for v in [stored, *added, *retracted]):
+    if m.kind not in ORDERED_KINDS or any(_is_float_nan(v) for v in [stored, *added, *retracted]):
         return _RECOMPUTE
     pick = min if m.func == "min" else max
     best = pick(added) if added else None
