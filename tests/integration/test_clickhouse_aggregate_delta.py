@@ -186,3 +186,66 @@ def test_an_aggregate_stored_in_the_older_layout_asks_for_a_rebuild(ch: Any) -> 
     with pytest.raises(SinkError, match="older aggregate layout") as err:
         _agg_view(ch)
     assert "rebuild rev" in (err.value.hint or "")
+
+
+def test_rebuild_swap_replaces_an_older_layout_whole(tmp_path: Path) -> None:
+    """The rebuild's swap step with a live aggregate stored in the older layout: the tables are
+    exchanged whole (the new-only ones created empty on the live side first), the view is
+    replaced, and the live projection then keeps working by deltas."""
+    import dataclasses
+
+    from cdc_projector.config.models import Projection, SinkConfig
+    from cdc_projector.engine.plan import build_plan
+    from cdc_projector.events import TableId
+    from cdc_projector.expr import TEXT
+    from cdc_projector.rebuild.shadow import ClickHouseSwapper, shadow_plan
+    from cdc_projector.sinks.clickhouse import ClickHouseSink
+
+    sink = ClickHouseSink("analytics", SinkConfig(type="clickhouse", url=f"chdb://{tmp_path / 'ch'}",
+                                                  database="views"))
+    sink.connect()
+    try:
+        proj = Projection.model_validate({
+            "kind": "aggregate", "sink": "analytics", "from": "public.orders", "group_by": {"status": "status"},
+            "measures": {"orders": "count(*)", "revenue": "sum(total)", "largest": "max(total)",
+                         "buyers": "count(distinct customer_id)"}})
+        catalog = {TableId("public", "orders"): {"id": INT, "customer_id": INT, "total": SqlType.numeric(12, 2),
+                                                 "status": TEXT}}
+        plan_ = build_plan("by_status", proj, catalog)
+        ch, db = sink.ch, "`views`"
+        ch.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+        meta = "_version UInt128, _is_deleted UInt8) ENGINE = ReplacingMergeTree(_version, _is_deleted)"
+        ch.command(f"CREATE TABLE {db}.by_status_contrib (k_id Int64, g_status Nullable(String), "
+                   f"a_revenue Nullable(Decimal(12, 2)), a_largest Nullable(Decimal(12, 2)), a_buyers Nullable(Int64), "
+                   f"{meta} ORDER BY (k_id)")
+        ch.command(f"CREATE TABLE {db}.by_status_data (status Nullable(String), orders UInt64, "
+                   f"revenue Nullable(Decimal(76, 2)), largest Nullable(Decimal(12, 2)), buyers UInt64, {meta} "
+                   "ORDER BY (status) SETTINGS allow_nullable_key = 1")
+        ch.command(f"CREATE TABLE {db}.by_status_stage (k_id Int64, g_status Nullable(String), "
+                   "a_revenue Nullable(Decimal(12, 2)), a_largest Nullable(Decimal(12, 2)), a_buyers Nullable(Int64), "
+                   "_is_deleted UInt8) ENGINE = Memory")
+        ch.command(f"CREATE OR REPLACE VIEW {db}.by_status AS SELECT status, orders, revenue, largest, buyers "
+                   f"FROM {db}.by_status_data FINAL WHERE _is_deleted = 0")
+        ch.command(f"INSERT INTO {db}.by_status_data VALUES ('stale', 1, 1, 1, 1, 1, 0)")
+        shadow = shadow_plan(plan_)
+        rows = {1: {"status": "paid", "revenue": D("5.00"), "largest": D("5.00"), "buyers": 1},
+                2: {"status": "paid", "revenue": D("7.00"), "largest": D("7.00"), "buyers": 2}}
+        shadow_target = sink.projection(shadow)
+        shadow_target.write([ViewChange({"id": k}, v) for k, v in rows.items()], [], None)
+        swapper = ClickHouseSwapper(sink, plan_, shadow)
+        swapper.prepare(shadow_target, 42)
+        swapper.swap_view(42)
+        swapper.drop_leftovers()
+        expected = [{"status": "paid", "orders": 2, "revenue": D("12.00"), "largest": D("7.00"), "buyers": 2}]
+        assert ch.query(f"SELECT status, orders FROM {db}.by_status") == [("paid", 2)]
+        assert shadow_target.spec is not None
+        live = sink.projection(plan_, dataclasses.replace(shadow_target.spec, table=plan_.target,
+                                                          projection=plan_.name))
+        assert live.read_view() == expected
+        live.write([ViewChange({"id": 2}, None), ViewChange({"id": 3}, {**rows[1], "buyers": 3})], [], None)
+        assert live.read_view() == [{"status": "paid", "orders": 2, "revenue": D("10.00"), "largest": D("5.00"),
+                                     "buyers": 2}]
+        leftovers = {r[0] for r in ch.query("SELECT name FROM system.tables WHERE database = 'views'")}
+        assert not {t for t in leftovers if "rebuild" in t}, leftovers
+    finally:
+        sink.close()
