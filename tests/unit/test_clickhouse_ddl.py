@@ -33,7 +33,7 @@ def test_aggregate_layout_and_measure_types() -> None:
     assert dict(spec.state_columns()) == {
         "_rows": "UInt64", "_n_s": "UInt64", "_n_a": "UInt64", "_s_a": "Nullable(Decimal(76, 2))",
         "_n_q": "UInt64", "_n_ai": "UInt64", "_s_ai": "Nullable(Int128)", "_n_f": "UInt64",
-        "_s_f": "Nullable(Float64)"}
+        "_s_f": "Nullable(Float64)", "_c_mx": "UInt64"}
     assert dict(spec.data_columns()) == {**types, **dict(spec.state_columns()),
                                          "_version": "UInt128", "_is_deleted": "UInt8"}
     text = describe(spec, "db")

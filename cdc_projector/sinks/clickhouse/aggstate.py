@@ -9,13 +9,14 @@ count(distinct x)    ``n``: values whose ``(group, value)`` count is > 0 (the co
                      live in ``<table>_d_<measure>``)
 sum(x)               ``n`` and ``s`` (exact: int / Decimal; the result is NULL when n = 0)
 avg(x)               ``n`` and ``s``; the result is ``s / n`` rounded half away from zero
-min(x) / max(x)      ``s``: the extreme (NULL when every argument is NULL)
+min(x) / max(x)      ``s``: the extreme (NULL when every argument is NULL), ``n``: how
+                     many arguments equal it
 ===================  ==========================================================
 
 A batch's delta per group is (new contributions) - (old contributions). Applying it is
 exact for counts and exact sums. It is not possible, and the group is *recomputed* from
-its stored contributions instead, when: a retracted ``min``/``max`` value is the stored
-extreme (and no added value reaches it); the argument type is not ordered the same in
+its stored contributions instead, when: the last argument equal to a stored ``min``/``max``
+extreme is retracted (and no added value reaches it); the argument type is not ordered the same in
 Python and ClickHouse (uuid, bytea, arrays) and the measure changed; a ``float`` sum/avg
 retracts a non-zero value (float subtraction is not exact); or the state would become
 inconsistent (a negative count: never expected, but repaired rather than written).
@@ -110,6 +111,7 @@ class GroupState:
                 st.s[j] = m.number(extra.pop(0))
             else:
                 st.s[j] = None if value is None else m.result_enc(value)
+                st.n[j] = int(extra.pop(0) or 0)
         return st
 
     def columns(self, spec: Shape) -> list[Any]:
@@ -127,6 +129,7 @@ class GroupState:
                 state += [self.n[j], m.number(self.s[j])]
             else:
                 results.append(self.s[j])
+                state.append(self.n[j])
         return results + state
 
 
@@ -215,33 +218,42 @@ def apply_delta(spec: Shape, state: GroupState, delta: Delta,
             if new.n[j] == 0:
                 new.s[j] = m.zero
         elif m.func in ("min", "max"):
-            extreme = _extreme(m, state.s[j], delta.added.get(j, []), delta.retracted.get(j, []))
-            if extreme is _RECOMPUTE:
+            extreme = _extreme(m, state.s[j], state.n[j], delta.added.get(j, []), delta.retracted.get(j, []))
+            if extreme is None:
                 return None
-            new.s[j] = extreme
+            new.s[j], new.n[j] = extreme
     if new.rows == 0 and any(new.n):
         return None
     return new
 
 
-_RECOMPUTE = object()
-
-
-def _extreme(m: MeasureShape, stored: Any, added: list[Any], retracted: list[Any]) -> Any:
+def _extreme(m: MeasureShape, stored: Any, count: int, added: list[Any],
+             retracted: list[Any]) -> tuple[Any, int] | None:
+    """The new extreme and how many arguments equal it, or None: recompute the group."""
     if not added and not retracted:
-        return stored
+        return stored, count
     if m.kind not in ORDERED_KINDS or any(_is_float_nan(v) for v in [stored, *added, *retracted]):
-        return _RECOMPUTE
+        return None
     pick = min if m.func == "min" else max
-    best = pick(added) if added else None
+    left = count
     if retracted:
         if stored is None:
-            return _RECOMPUTE                          # a value retracted from an all-NULL group
+            return None                                # a value retracted from an all-NULL group
         if any(pick(v, stored) != stored for v in retracted):
-            return _RECOMPUTE                          # beyond the extreme: inconsistent, repair
-        hit = any(v == stored for v in retracted)
-        if hit and not (best is not None and pick(best, stored) == best):
-            return _RECOMPUTE                          # the extreme left and nothing reaches it
-    if best is None:
-        return stored
-    return best if stored is None else pick(stored, best)
+            return None                                # beyond the extreme: inconsistent, repair
+        left = count - sum(1 for v in retracted if v == stored)
+        if left < 0:
+            return None
+    best = pick(added) if added else None
+    times = sum(1 for v in added if v == best) if added else 0
+    if stored is None or (left == 0 and count > 0):
+        # nothing left at the old extreme: the remaining arguments are all beyond it, so only
+        # an added value reaching it is known to be the new extreme
+        if stored is not None and not (best is not None and pick(best, stored) == best):
+            return None
+        return (best, times) if best is not None else (None, 0)
+    if best is None or pick(best, stored) == stored and best != stored:
+        return stored, left
+    if best == stored:
+        return stored, left + times
+    return best, times

@@ -114,11 +114,14 @@ class MeasureSpec:
         return MeasureSpec(self.name, "sum", self.arg).result
 
     def state_columns(self) -> list[tuple[str, str]]:
-        """Hidden per-group state beside the result column: non-NULL count, running sum."""
+        """Hidden per-group state beside the result column: non-NULL count and running sum
+        (sum/avg), how many arguments equal the extreme (min/max)."""
         if self.func == "sum":
             return [(f"_n_{self.name}", "UInt64")]
         if self.func == "avg":
             return [(f"_n_{self.name}", "UInt64"), (f"_s_{self.name}", self.sum_type.name)]
+        if self.func in ("min", "max"):
+            return [(f"_c_{self.name}", "UInt64")]
         return []
 
     def state_sql(self) -> list[str]:
@@ -128,6 +131,8 @@ class MeasureSpec:
             return [f"toUInt64(count({a}))"]
         if self.func == "avg":
             return [f"toUInt64(count({a}))", MeasureSpec(self.name, "sum", self.arg).sql()]
+        if self.func in ("min", "max"):
+            return [f"toUInt64(arrayCount(x -> x = {self.func}({a}), groupArray({a})))"]
         return []
 
     @property
