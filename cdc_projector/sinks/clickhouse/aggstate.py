@@ -70,7 +70,7 @@ class Shape:
 
 def hashable(value: Any) -> Any:
     """A dict key for a value (arrays are lists)."""
-    if isinstance(value, list):
+    if type(value) is list:
         return tuple(hashable(v) for v in value)
     return value
 
@@ -161,33 +161,46 @@ class BatchDelta:
         #: per distinct measure index: (group, hashable value) -> [delta, value]
         self.pairs: dict[int, dict[tuple[Any, Any], list[Any]]] = {
             j: {} for j, m in enumerate(spec.measures) if m.distinct and m.arg is not None}
-        self._args = [j for j, m in enumerate(spec.measures) if m.arg is not None]
+        # per argument: (measure index, what to do with it), resolved once
+        self._handlers = [(j, _COUNT if m.func == "count" and not m.distinct else _DISTINCT if m.func == "count"
+                           else (_FSUM if m.kind == "float" else _SUM) if m.func in ("sum", "avg") else _EXTREME)
+                          for j, m in enumerate(spec.measures) if m.arg is not None]
 
     def apply(self, group: tuple[Any, ...], args: Sequence[Any], sign: int) -> None:
         """Add (``sign`` 1) or retract (-1) one contribution; ``args`` in argument-measure order."""
-        d = self.groups.setdefault(group, Delta())
+        d = self.groups.get(group)
+        if d is None:
+            d = self.groups[group] = Delta()
         d.rows += sign
-        for j, value in zip(self._args, args):
+        for (j, how), value in zip(self._handlers, args):
             if value is None:
                 continue
-            m = self.spec.measures[j]
-            if m.func == "count":
-                if m.distinct:
-                    entry = self.pairs[j].setdefault((group, hashable(value)), [0, value])
-                    entry[0] += sign
-                else:
-                    d.n[j] = d.n.get(j, 0) + sign
-            elif m.func in ("sum", "avg"):
+            if how == _SUM:
                 d.n[j] = d.n.get(j, 0) + sign
-                if isinstance(value, float):
-                    if sign < 0 and value != 0:
-                        d.inexact = True
-                    d.s[j] = d.s.get(j, 0.0) + value
+                if type(value) is int:
+                    d.s[j] = d.s.get(j, 0) + (value if sign > 0 else -value)
+                else:                                 # Decimal: 200 digits, never rounded
+                    d.s[j] = (CTX.add if sign > 0 else CTX.subtract)(d.s.get(j, 0), value)
+            elif how == _COUNT:
+                d.n[j] = d.n.get(j, 0) + sign
+            elif how == _DISTINCT:
+                pairs = self.pairs[j]
+                key = (group, hashable(value))
+                entry = pairs.get(key)
+                if entry is None:
+                    pairs[key] = [sign, value]
                 else:
-                    with decimal.localcontext(CTX):
-                        d.s[j] = d.s.get(j, 0) + (value if sign > 0 else -value)
+                    entry[0] += sign
+            elif how == _FSUM:
+                d.n[j] = d.n.get(j, 0) + sign
+                if sign < 0 and value != 0:
+                    d.inexact = True                  # float subtraction is not exact
+                d.s[j] = d.s.get(j, 0.0) + (value if sign > 0 else -value)
             else:
                 (d.added if sign > 0 else d.retracted).setdefault(j, []).append(value)
+
+
+_COUNT, _DISTINCT, _SUM, _FSUM, _EXTREME = range(5)
 
 
 def apply_delta(spec: Shape, state: GroupState, delta: Delta,
@@ -213,8 +226,9 @@ def apply_delta(spec: Shape, state: GroupState, delta: Delta,
             if new.n[j] < 0:
                 return None
             if j in delta.s:
-                with decimal.localcontext(CTX):
-                    new.s[j] = new.s[j] + delta.s[j]
+                total, change = new.s[j], delta.s[j]
+                new.s[j] = CTX.add(total, change) if isinstance(total, decimal.Decimal) or \
+                    isinstance(change, decimal.Decimal) else total + change
             if new.n[j] == 0:
                 new.s[j] = m.zero
         elif m.func in ("min", "max"):
