@@ -191,7 +191,10 @@ class ClickHouseSwapper:
 
     def __init__(self, sink: Any, live: ProjectionPlan, shadow: ProjectionPlan) -> None:
         self.sink, self.live, self.shadow = sink, live, shadow
-        self.suffixes = ("_data",) if live.kind == "table" else ("_data", "_contrib")
+        from ..sinks.clickhouse.ddl import plan_suffixes
+        self.suffixes = tuple(plan_suffixes(live, scratch=False))
+        self._shadow_suffixes = tuple(plan_suffixes(shadow))
+        self._view_statement: str | None = None
 
     @property
     def ch(self) -> Any:
@@ -213,13 +216,25 @@ class ClickHouseSwapper:
     def prepare(self, shadow: ProjectionTarget, token: int) -> None:
         from ..sinks.clickhouse import ddl
         spec = getattr(shadow, "spec", None)
+        other_layout = False
         if spec is not None:              # live tables (and view) exist with the same layout
-            ddl.apply(self.ch, dataclasses.replace(spec, table=self.live.target, projection=self.live.name))
+            live_spec = dataclasses.replace(spec, table=self.live.target, projection=self.live.name)
+            if ddl.plan(self.ch, live_spec).incompatible:
+                # the live tables have another layout (e.g. an aggregate stored before per-group
+                # state): they are exchanged whole, tables only the new layout has are created
+                # empty on the live side, and the view is replaced after the exchange
+                other_layout = True
+                self._view_statement = ddl.create_statements(live_spec, self.ch.database)[-1]
+            else:
+                ddl.apply(self.ch, live_spec)
         for suffix in self.suffixes:
             live_t, shadow_t = self.live.target + suffix, self.shadow.target + suffix
             if not self._exists(live_t):
                 if not self._exists(shadow_t):
                     continue                 # neither side ever held a row: nothing to swap
+                if other_layout:
+                    self.ch.command(f"CREATE TABLE {self.ch.qualified(live_t)} AS {self.ch.qualified(shadow_t)}")
+                    continue
                 raise RebuildError(f"rebuild of {self.live.name}: {live_t} does not exist",
                                    hint="run the projection once, or rebuild again")
             if not self._exists(shadow_t):   # the shadow never received a row: an empty twin
@@ -246,6 +261,8 @@ class ClickHouseSwapper:
             if self._comment(live_t) != mark:       # not exchanged yet
                 self.ch.command(f"EXCHANGE TABLES {self.ch.qualified(live_t)} AND {self.ch.qualified(shadow_t)}")
             self.ch.command(f"ALTER TABLE {self.ch.qualified(live_t)} MODIFY COMMENT ''")
+        if self._view_statement is not None:
+            self.ch.command(self._view_statement)
 
     def shadow_checkpoint(self) -> StoredCheckpoint | None:
         found = self.sink.state.load_checkpoint(self.shadow.name)
@@ -255,14 +272,14 @@ class ClickHouseSwapper:
         return StoredCheckpoint(streams, position, ts, updated)
 
     def shadow_exists(self) -> bool:
-        return any(self._exists(self.shadow.target + s) for s in ("", "_data", "_contrib", "_stage")) \
+        return any(self._exists(self.shadow.target + s) for s in ("",) + self._shadow_suffixes) \
             or self.shadow_checkpoint() is not None
 
     def drop_leftovers(self) -> None:
         q = self.ch.qualified
         self.sink.state.drop_projection(self.shadow.name)      # journal (checkpoint) first, then mirror rows
         self.ch.command(f"DROP VIEW IF EXISTS {q(self.shadow.target)}")
-        for suffix in ("_data", "_contrib", "_stage"):
+        for suffix in self._shadow_suffixes:
             self.ch.command(f"DROP TABLE IF EXISTS {q(self.shadow.target + suffix)}")
 
     def live_view_label(self) -> str:

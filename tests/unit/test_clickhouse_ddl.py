@@ -24,14 +24,26 @@ def test_aggregate_layout_and_measure_types() -> None:
         ("n", "count", None, False), ("s", "sum", SqlType.numeric(12, 2), False),
         ("a", "avg", SqlType.numeric(12, 2), False), ("q", "sum", INT, False), ("ai", "avg", INT, False),
         ("f", "avg", SqlType("float"), False), ("mx", "max", TEXT, False), ("d", "count", INT, True)])
-    types = dict(spec.data_columns())
+    types = dict(spec.view_columns())
     assert types == {"day": "Nullable(Date32)", "status": "Nullable(String)", "n": "UInt64",
                      "s": "Nullable(Decimal(76, 2))", "a": "Nullable(Decimal(76, 8))", "q": "Nullable(Int128)",
                      "ai": "Nullable(Decimal(76, 6))", "f": "Nullable(Float64)", "mx": "Nullable(String)",
-                     "d": "UInt64", "_version": "UInt128", "_is_deleted": "UInt8"}
+                     "d": "UInt64"}
+    # the group's partial state, hidden from the view: rows, non-NULL counts, exact running sums
+    assert dict(spec.state_columns()) == {
+        "_rows": "UInt64", "_n_s": "UInt64", "_n_a": "UInt64", "_s_a": "Nullable(Decimal(76, 2))",
+        "_n_q": "UInt64", "_n_ai": "UInt64", "_s_ai": "Nullable(Int128)", "_n_f": "UInt64",
+        "_s_f": "Nullable(Float64)", "_c_mx": "UInt64"}
+    assert dict(spec.data_columns()) == {**types, **dict(spec.state_columns()),
+                                         "_version": "UInt128", "_is_deleted": "UInt8"}
     text = describe(spec, "db")
-    assert "`rev_contrib`" in text and "ORDER BY (`k_id`)" in text
+    assert "`rev_contrib`" in text and "ORDER BY (`k_id`) SETTINGS index_granularity = 256, min_compress_block_size" in text
     assert "ORDER BY (`day`, `status`) SETTINGS allow_nullable_key = 1" in text
+    assert "`rev_members`" in text and "ORDER BY (`g_day`, `g_status`, `k_id`)" in text
+    assert "`rev_d_d`" in text and "ORDER BY (`g_day`, `g_status`, `v`)" in text
+    assert "`_sign` Int8\n) ENGINE = Memory" in text
+    assert ("VIEW `db`.`rev` AS SELECT `day`, `status`, `n`, `s`, `a`, `q`, `ai`, `f`, `mx`, `d` "
+            "FROM `db`.`rev_data` FINAL") in text
 
 
 def test_bad_names_and_measures_are_refused() -> None:

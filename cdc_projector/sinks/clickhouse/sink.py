@@ -249,7 +249,7 @@ class ClickHouseProjectionTarget:
             self._view.truncate()
         else:                      # not opened yet in this process: the tables may exist
             ch = self._sink.ch
-            for suffix in ("_data", "_contrib", "_stage"):
+            for suffix in ddl.plan_suffixes(self.plan):
                 ch.command(f"TRUNCATE TABLE IF EXISTS {ch.qualified(self.plan.target + suffix)}")
         self._sink.state.drop_projection(self.plan.name)
 
