@@ -158,6 +158,16 @@ class BatchMirror:
             row = known[k] = found.get(k)
             stored[k] = row.position if row is not None else None
 
+    def assume_absent(self, table: TableId, key_ids: Iterable[str]) -> None:
+        """Record these key ids of ``table`` as absent from the store without asking it
+        (the caller knows the store holds none of them: the snapshot fast path)."""
+        known = self._rows.setdefault(table, {})
+        stored = self._stored.setdefault(table, {})
+        for k in key_ids:
+            if k not in known:
+                known[k] = None
+                stored[k] = None
+
     def get(self, table: TableId, kid: str) -> MirrorRow | None:
         """The current row (or tombstone) with key id ``kid``; loads it if needed."""
         known = self._rows.get(table)

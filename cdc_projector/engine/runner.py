@@ -29,7 +29,7 @@ from ..sources.base import Batch, Checkpoint, Source
 from ..sinks.base import ProjectionTarget, StoredCheckpoint
 from .deadletter import DeadLetter, DeadLetterStore, letter_id
 from .plan import ProjectionPlan
-from .projector import BatchResult, Projector
+from .projector import BatchResult, Projector, snapshot_only
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,6 +90,9 @@ class Pipeline:
     def __post_init__(self) -> None:
         self.projector = Projector(self.plan)
         self._checkpoint: StoredCheckpoint | None = None
+        #: the target was emptied for an initial snapshot that is still being read: its
+        #: batches take the projector's snapshot fast path (see Projector.process)
+        self._fresh = False
 
     # ------------------------------------------------------------------
     def open(self) -> None:
@@ -102,10 +105,12 @@ class Pipeline:
             known = self._checkpoint.streams if self._checkpoint else {}
             return {s: known[s] for s in streams if s in known}
 
+        self._fresh = False
         self.source.open(resume)
         if getattr(self.source, "fresh_start", False):
             self._retry(self.target.reset)
             self._checkpoint = StoredCheckpoint()
+            self._fresh = True
 
     def step(self) -> int:
         """Process one batch; returns the number of events (0 when the source was idle)."""
@@ -129,9 +134,13 @@ class Pipeline:
             self._retry(lambda: self.dead_letters.put(letter))
             self.stats.dead_letters += 1
 
+        if self._fresh and not snapshot_only(batch.events):
+            self._fresh = False                        # the snapshot is over: streaming from now on
+        fresh = self._fresh
+
         def attempt() -> BatchResult:
             t0 = time.perf_counter()
-            result = self.projector.process(batch.events, self.target.state)
+            result = self.projector.process(batch.events, self.target.state, fresh=fresh)
             t1 = time.perf_counter()
             for failure in result.failures:
                 letter = DeadLetter(id=letter_id(self.plan.name, failure.events, failure.reason),
