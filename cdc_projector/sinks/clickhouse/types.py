@@ -73,6 +73,10 @@ class ChType:
         """Canonical Python value -> value clickhouse-connect inserts into this column."""
         return _encoder(self.sql, self.base)(value, self.nullable)
 
+    def encoder(self) -> Callable[[Any, bool], Any]:
+        """:meth:`encode` resolved once: ``encoder()(value, self.nullable)`` (per-row loops)."""
+        return _encoder(self.sql, self.base)
+
     def decode(self, value: Any) -> Any:
         """Value read from ClickHouse -> canonical Python value of the SQL type."""
         return _decode(self.sql, value)
@@ -123,11 +127,17 @@ def decimal_scale(base: str) -> tuple[int, int] | None:
 
 
 # -- encoding ----------------------------------------------------------------
+@functools.lru_cache(maxsize=128)
+def _unit(s: int) -> decimal.Decimal:
+    return decimal.Decimal(1).scaleb(-s)
+
+
 def _to_decimal(value: Any, p: int, s: int) -> decimal.Decimal:
-    if type(value) is decimal.Decimal:
-        t = value.as_tuple()
-        if t.exponent == -s and len(t.digits) <= p:      # fast path: already at the column's scale
-            return value
+    if type(value) is decimal.Decimal and value.is_finite():
+        # fast path (no as_tuple): exact at the column's scale and at most p digits
+        quantized = value.quantize(_unit(s), context=_CTX)
+        if quantized == value and (not quantized or quantized.adjusted() + 1 + s <= p):
+            return quantized
     if isinstance(value, bool):
         value = int(value)
     if isinstance(value, float):
