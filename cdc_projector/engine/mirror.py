@@ -77,7 +77,33 @@ class MirrorRow:
         return merged
 
 
+def _canon_decimal(value: decimal.Decimal) -> Any:
+    # numeric keys compare by value: 5 and 5.00 are the same key
+    if value == value.to_integral_value():
+        return int(value)
+    return "n:" + str(value.normalize())
+
+
+def _canon_float(value: float) -> Any:
+    return int(value) if value.is_integer() else "f:" + repr(value)
+
+
+def _canon_temporal(value: dt.date | dt.time) -> str:
+    return "t:" + value.isoformat()
+
+
+#: _canon by exact type (subclasses take the isinstance chain below)
+_CANON_BY_TYPE: dict[type, Any] = {
+    decimal.Decimal: _canon_decimal, float: _canon_float, dt.datetime: _canon_temporal,
+    dt.date: _canon_temporal, dt.time: _canon_temporal, uuid.UUID: lambda v: "u:" + str(v),
+    bytes: lambda v: "b:" + v.hex(),
+}
+
+
 def _canon(value: Any) -> Any:
+    fast = _CANON_BY_TYPE.get(type(value))
+    if fast is not None:
+        return fast(value)
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
@@ -114,9 +140,10 @@ def key_id(values: Iterable[Any]) -> str:
 
 def value_id(value: Any) -> str:
     """``key_id([value])``: the key id of a one-column key (or of a column value)."""
-    if type(value) is int and _I64_MIN <= value < _U64_MAX:
+    t = type(value)
+    if t is int and _I64_MIN <= value < _U64_MAX:
         return f"[{value}]"
-    return _dumps([value if type(value) in _PLAIN else _canon(value)]).decode()
+    return _dumps([value if t in _PLAIN else _canon(value)]).decode()
 
 
 class StateStore(Protocol):

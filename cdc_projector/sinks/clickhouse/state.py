@@ -84,9 +84,20 @@ def decode_value(value: Any) -> Any:
     return value
 
 
+#: tags of :func:`encode_value` by exact type, for the fast path of :func:`dumps`
+_TAGS: dict[type, Any] = {
+    decimal.Decimal: lambda v: {"$d": str(v)},
+    dt.datetime: lambda v: {"$tz" if v.tzinfo else "$ts": v.isoformat()},
+    dt.date: lambda v: {"$date": v.isoformat()},
+    dt.time: lambda v: {"$time": v.isoformat()},
+}
 #: value types a flat mapping may hold for the fast path of :func:`dumps` (orjson writes the
-#: first four itself; the others, datetimes passed through, get their tag from encode_value)
-_FLAT = frozenset({int, str, bool, type(None), decimal.Decimal, dt.datetime, dt.date, dt.time})
+#: first four itself; the others, datetimes passed through, get their tag from _TAGS)
+_FLAT = frozenset({int, str, bool, type(None), *_TAGS})
+
+
+def _tag(value: Any) -> Any:
+    return _TAGS[type(value)](value)
 
 
 def dumps(mapping: Any) -> str:
@@ -97,7 +108,7 @@ def dumps(mapping: Any) -> str:
             if type(k) is not str or type(v) not in _FLAT:
                 break
         else:
-            return orjson.dumps({"$o": mapping}, default=encode_value,
+            return orjson.dumps({"$o": mapping}, default=_tag,
                                 option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
     return orjson.dumps(encode_value(mapping)).decode()
 
