@@ -86,6 +86,9 @@ class Pipeline:
     stats: PipelineStats = field(default_factory=PipelineStats)
     #: freshness/pause hooks (:class:`cdc_projector.ops.telemetry.ProjectionTelemetry`), optional
     observer: Any = None
+    #: most events per batch while a fresh initial snapshot is read (None: ``batch_size``);
+    #: sinks that want large inserts (ClickHouse) load a snapshot faster in larger batches
+    snapshot_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         self.projector = Projector(self.plan)
@@ -116,7 +119,10 @@ class Pipeline:
         """Process one batch; returns the number of events (0 when the source was idle)."""
         if self.observer is not None and not self.observer.gate(self):
             return 0                                   # paused: nothing polled, nothing acked
-        batch = self.source.poll(self.batch_size, self.batch_ms / 1000.0)
+        size = self.batch_size
+        if self._fresh and self.snapshot_batch_size:
+            size = max(size, self.snapshot_batch_size)
+        batch = self.source.poll(size, self.batch_ms / 1000.0)
         if batch is None:
             if self.observer is not None:
                 self.observer.idle(self.source)

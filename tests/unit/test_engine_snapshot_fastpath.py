@@ -169,3 +169,24 @@ def test_a_target_that_was_not_emptied_takes_the_general_path(monkeypatch: pytes
     while p.step():
         pass
     assert seen == [False, False, False]
+
+
+def test_snapshot_batches_may_be_larger_than_streamed_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    snap = Snapshot()
+    batches = snap.batches()[2:]
+    row = dict(batches[0][0].after or {})
+    update = ChangeEvent(Op.UPDATE, ORDERS, {"id": row["id"]}, None, row, Position(C + 10, 1))
+    p, _ = _pipeline([*batches, [update], [update]], True, monkeypatch)
+    p.batch_size, p.snapshot_batch_size = 10, 1000
+    sizes: list[int] = []
+    poll = p.source.poll
+
+    def spy(max_events: int, timeout_s: float) -> Batch | None:
+        sizes.append(max_events)
+        return poll(max_events, timeout_s)
+
+    p.source.poll = spy  # type: ignore[method-assign]
+    p.open()
+    while p.step():
+        pass
+    assert sizes == [1000, 1000, 1000, 1000, 10, 10]
