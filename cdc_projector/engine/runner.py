@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from ..errors import CdcProjectorError, SinkUnavailable, SourceError
 from ..sources.base import Batch, Checkpoint, Source
 from ..sinks.base import ProjectionTarget, StoredCheckpoint
+from . import gcpolicy
 from .deadletter import DeadLetter, DeadLetterStore, letter_id
 from .plan import ProjectionPlan
 from .projector import BatchResult, Projector, snapshot_only
@@ -108,12 +109,18 @@ class Pipeline:
             known = self._checkpoint.streams if self._checkpoint else {}
             return {s: known[s] for s in streams if s in known}
 
-        self._fresh = False
+        self._set_fresh(False)
         self.source.open(resume)
         if getattr(self.source, "fresh_start", False):
             self._retry(self.target.reset)
             self._checkpoint = StoredCheckpoint()
-            self._fresh = True
+            self._set_fresh(True)
+
+    def _set_fresh(self, fresh: bool) -> None:
+        """Enter or leave the snapshot fast path (and the bulk-load GC policy with it)."""
+        if fresh != self._fresh:
+            (gcpolicy.enter if fresh else gcpolicy.leave)()
+            self._fresh = fresh
 
     def step(self) -> int:
         """Process one batch; returns the number of events (0 when the source was idle)."""
@@ -141,7 +148,7 @@ class Pipeline:
             self.stats.dead_letters += 1
 
         if self._fresh and not snapshot_only(batch.events):
-            self._fresh = False                        # the snapshot is over: streaming from now on
+            self._set_fresh(False)                     # the snapshot is over: streaming from now on
         fresh = self._fresh
 
         def attempt() -> BatchResult:
@@ -179,6 +186,7 @@ class Pipeline:
 
     def close(self) -> None:
         """Close the source (nothing unacknowledged is acknowledged)."""
+        self._set_fresh(False)
         self.source.close()
 
     def run(self) -> None:

@@ -190,3 +190,28 @@ def test_snapshot_batches_may_be_larger_than_streamed_ones(monkeypatch: pytest.M
     while p.step():
         pass
     assert sizes == [1000, 1000, 1000, 1000, 10, 10]
+
+
+def test_the_bulk_gc_policy_holds_while_a_pipeline_loads_a_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from cdc_projector.engine import gcpolicy
+    before = gc.get_threshold()
+    snap = Snapshot()
+    batches = snap.batches()[2:]
+    row = dict(batches[0][0].after or {})
+    update = ChangeEvent(Op.UPDATE, ORDERS, {"id": row["id"]}, None, row, Position(C + 10, 1))
+    p, _ = _pipeline([*batches, [update]], True, monkeypatch)
+    second, _ = _pipeline(batches[:1], True, monkeypatch)
+    p.open()
+    second.open()                                    # two pipelines of one process bulk-load
+    assert gc.get_threshold()[0] == max(before[0], gcpolicy.BULK_GEN0)
+    second.close()
+    assert gc.get_threshold()[0] == max(before[0], gcpolicy.BULK_GEN0)
+    for _ in batches:
+        p.step()
+    assert gc.get_threshold()[0] == max(before[0], gcpolicy.BULK_GEN0)
+    p.step()                                         # streaming: back to the usual thresholds
+    assert gc.get_threshold() == before
+    p.close()
+    assert gc.get_threshold() == before
