@@ -88,13 +88,26 @@ def _canon_float(value: float) -> Any:
     return int(value) if value.is_integer() else "f:" + repr(value)
 
 
+def isoformat(value: dt.datetime) -> str:
+    """``value.isoformat()``; for naive and UTC values written by orjson (the same text,
+    several times faster than ``isoformat``, which asks the tzinfo for its offset)."""
+    tz = value.tzinfo
+    if tz is None or tz is dt.timezone.utc:
+        return _dumps(value).decode()[1:-1]
+    return value.isoformat()
+
+
 def _canon_temporal(value: dt.date | dt.time) -> str:
     return "t:" + value.isoformat()
 
 
+def _canon_datetime(value: dt.datetime) -> str:
+    return "t:" + isoformat(value)
+
+
 #: _canon by exact type (subclasses take the isinstance chain below)
 _CANON_BY_TYPE: dict[type, Any] = {
-    decimal.Decimal: _canon_decimal, float: _canon_float, dt.datetime: _canon_temporal,
+    decimal.Decimal: _canon_decimal, float: _canon_float, dt.datetime: _canon_datetime,
     dt.date: _canon_temporal, dt.time: _canon_temporal, uuid.UUID: lambda v: "u:" + str(v),
     bytes: lambda v: "b:" + v.hex(),
 }

@@ -20,6 +20,7 @@ from typing import Any, Collection, Sequence
 
 import orjson
 
+from ...engine.mirror import isoformat
 from ...events import Position, TableId
 from .client import ClickHouse
 
@@ -87,7 +88,7 @@ def decode_value(value: Any) -> Any:
 #: tags of :func:`encode_value` by exact type, for the fast path of :func:`dumps`
 _TAGS: dict[type, Any] = {
     decimal.Decimal: lambda v: {"$d": str(v)},
-    dt.datetime: lambda v: {"$tz" if v.tzinfo else "$ts": v.isoformat()},
+    dt.datetime: lambda v: {"$tz" if v.tzinfo else "$ts": isoformat(v)},
     dt.date: lambda v: {"$date": v.isoformat()},
     dt.time: lambda v: {"$time": v.isoformat()},
 }

@@ -155,6 +155,8 @@ def _to_decimal(value: Any, p: int, s: int) -> decimal.Decimal:
 
 
 def _utc(value: Any) -> dt.datetime:
+    if type(value) is dt.datetime and value.tzinfo is dt.timezone.utc:
+        return value                                  # the usual case: already UTC
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
