@@ -175,12 +175,14 @@ class SnapshotReader:
     """
 
     def __init__(self, dsn: str, snapshot_name: str, position_lsn: int, tables: list[TableId],
-                 *, chunk_size: int = 10_000, stream_prefix: str = "snapshot:") -> None:
+                 *, chunk_size: int = 10_000, stream_prefix: str = "snapshot:", read_ahead: int = 5) -> None:
         self.dsn = dsn
         self.snapshot_name = snapshot_name
         self.position_lsn = position_lsn
         self.tables = list(tables)
         self.chunk_size = chunk_size
+        #: chunks read and decoded ahead of the consumer (memory: read_ahead + 1 chunks)
+        self.read_ahead = read_ahead
         self.stream_prefix = stream_prefix
         self.rows_read: dict[str, int] = {str(t): 0 for t in self.tables}
         self._conn: Any = None
@@ -213,12 +215,12 @@ class SnapshotReader:
         self._conn = self._meta = None
 
     def chunks(self) -> Iterator[tuple[TableId, list[ChangeEvent], bool]]:
-        """Yield ``(table, events, table_done)``; memory is bounded by a few ``chunk_size`` chunks
-        (read ahead by a thread: :class:`Prefetch`)."""
+        """Yield ``(table, events, table_done)``; memory is bounded by ``read_ahead + 1`` chunks
+        of ``chunk_size`` rows (read ahead by a thread: :class:`Prefetch`)."""
         assert self._conn is not None, "open() first"
         if self._prefetch is not None:
             self._prefetch.close()
-        self._prefetch = Prefetch(self._chunks())
+        self._prefetch = Prefetch(self._chunks(), depth=self.read_ahead)
         return self._prefetch
 
     def _chunks(self) -> Iterator[tuple[TableId, list[ChangeEvent], bool]]:
