@@ -3,7 +3,8 @@
 Loading a snapshot allocates millions of small containers (events, rows, documents),
 almost all freed by reference counting; CPython's default generation-0 threshold
 (700 allocations) then runs the cyclic collector thousands of times per batch, each
-time walking the batch's live objects: about a third of the CPU of a snapshot load.
+time walking the batch's live objects: ~10% of a rebuild's CPU, up to 30% with many
+rows in memory.
 While any pipeline of the process is in its snapshot fast path (:meth:`enter` /
 :meth:`leave`, counted across threads), generation 0 is collected only every
 :data:`BULK_GEN0` allocations; the previous thresholds come back when the last one
