@@ -44,7 +44,7 @@ from cdc_projector.config.models import Projection, SinkConfig  # noqa: E402
 from cdc_projector.engine.memory import MemoryTarget  # noqa: E402
 from cdc_projector.engine.plan import build_plan  # noqa: E402
 from cdc_projector.engine.projector import Projector  # noqa: E402
-from cdc_projector.engine.runner import tune_gc  # noqa: E402
+from cdc_projector.engine.gcpolicy import tune_process  # noqa: E402
 from cdc_projector.events import ChangeEvent, Op, Position, TableId  # noqa: E402
 from cdc_projector.sinks.base import StoredCheckpoint  # noqa: E402
 
@@ -180,7 +180,7 @@ def run_shape(args: argparse.Namespace) -> dict[str, Any]:
                                              database=f"bench_{uuid.uuid4().hex[:8]}"))
         sink.connect()
         target = sink.projection(plan)
-    tune_gc()   # as `cdc-projector run` does
+    tune_process()   # as `cdc-projector run` does
     projector = Projector(plan)
     store = TimedStore(target.state)
     engine_s = sink_s = engine_cpu = 0.0

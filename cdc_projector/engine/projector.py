@@ -70,23 +70,40 @@ class Projector:
         self._columns = {t: tuple(cols) for t, cols in plan.columns.items()}
         self._embeds_on = {t: plan.embeds_on(t) for t in plan.columns}
         self._lookups_on = {t: plan.lookups_on(t) for t in plan.columns}
+        # one table, no lookups, no embeds: a fresh batch needs no batch mirror at all
+        self._simple = not plan.lookups and not plan.embeds and set(plan.columns) == {plan.root}
 
     # ------------------------------------------------------------------
     def relevant(self, event: ChangeEvent) -> bool:
         """Does this event concern a table of the projection?"""
         return event.table in self._tables and event.op in _RELEVANT_OPS
 
-    def process(self, events: Sequence[ChangeEvent], store: StateStore) -> BatchResult:
-        """Compute the sink writes for ``events`` (in source order) against ``store``."""
+    def process(self, events: Sequence[ChangeEvent], store: StateStore, *,
+                fresh: bool = False) -> BatchResult:
+        """Compute the sink writes for ``events`` (in source order) against ``store``.
+
+        ``fresh`` (the snapshot fast path, see :func:`snapshot_only`): the batch holds only
+        READ events and snapshot-end truncates of an initial snapshot into a target that was
+        empty when the snapshot began. Every row the store holds then came from an earlier
+        batch of the same snapshot, with another key (a table is read once, by primary key)
+        and a position above the snapshot-end truncates (seq 0): the READ rows' keys are known
+        absent (no mirror lookup) and the truncates change nothing (skipped, with the
+        recomputation of documents already written from the same rows).
+        """
         result = BatchResult(events=len(events))
         for ev in events:
             if result.position is None or ev.position > result.position:
                 result.position, result.commit_ts_us = ev.position, ev.commit_ts_us
-        mine = [ev for ev in events if self.relevant(ev)]
+        if fresh:
+            mine = [ev for ev in events if ev.op == Op.READ and ev.table in self._tables]
+        else:
+            mine = [ev for ev in events if self.relevant(ev)]
         if not mine:
             return result
+        if fresh and self._simple and self._fresh_rows(mine, result):
+            return result
         mirror = BatchMirror(store)
-        self._preload(mine, mirror)
+        self._preload(mine, mirror, fresh)
         # rows deleted in this batch, by (table, key id): the create half of a primary-key
         # change takes its unchanged TOAST values from the row it replaces
         self._gone: dict[tuple[TableId, str], dict[str, Any]] = {}
@@ -114,7 +131,47 @@ class Projector:
         return result
 
     # ------------------------------------------------------------------
-    def _preload(self, events: Sequence[ChangeEvent], mirror: BatchMirror) -> None:
+    def _fresh_rows(self, events: Sequence[ChangeEvent], result: BatchResult) -> bool:
+        """The snapshot fast path of a one-table projection: each READ event is the only
+        version of its key (the store holds none), so its mirror row and document follow
+        from the event alone, exactly as the general path would compute them. False (and
+        nothing done) when a key repeats in the batch: the general path orders that."""
+        plan, root = self.plan, self.plan.root
+        columns = self._columns[root]
+        seen: set[str] = set()
+        for ev in events:
+            if not ev.key or ev.after is None:
+                return False           # the general path reports it
+            kid = _kid(ev.key)
+            if kid in seen:
+                return False
+            seen.add(kid)
+        rows, changes, failures = result.rows, result.changes, result.failures
+        for ev in events:
+            key = dict(ev.key)          # type: ignore[arg-type]
+            after = ev.after
+            assert after is not None
+            row = {}
+            for col in columns:
+                value = after.get(col, _MISSING)
+                if value is _MISSING:
+                    value = key.get(col)
+                if value is UNCHANGED_TOAST:
+                    value = None        # no earlier version to take it from
+                row[col] = value
+            mrow = MirrorRow(root, key, row, ev.position)
+            rows.append(mrow)
+            try:
+                doc = compute_document(plan, mrow, _no_lookup, _no_children)
+            except ProjectionError as exc:
+                failures.append(Failure([ev], exc.message, dict(key)))
+                log.warning("%s: document %s not updated: %s", plan.name, key, exc.message)
+                continue
+            changes.append(ViewChange(dict(key), doc))
+        result.affected = len(seen)
+        return True
+
+    def _preload(self, events: Sequence[ChangeEvent], mirror: BatchMirror, fresh: bool = False) -> None:
         keys: dict[TableId, set[str]] = defaultdict(set)
         for ev in events:
             if ev.key and ev.table is not None:
@@ -123,7 +180,10 @@ class Projector:
                     if old is not None:
                         keys[ev.table].add(_kid(old))
         for table, kids in keys.items():
-            mirror.preload(table, kids)
+            if fresh:
+                mirror.assume_absent(table, kids)
+            else:
+                mirror.preload(table, kids)
 
     def _apply(self, ev: ChangeEvent, mirror: BatchMirror, affected: dict[str, list[ChangeEvent]],
                fanout: dict[LookupPlan, dict[str, tuple[Any, list[ChangeEvent]]]]) -> None:
@@ -234,6 +294,25 @@ class Projector:
                 continue
             changes.append(ViewChange(dict(root.key), doc))
         return changes
+
+
+def _no_lookup(lk: LookupPlan, value: Any) -> MirrorRow | None:
+    return None
+
+
+def _no_children(em: EmbedPlan, parent: Any) -> list[MirrorRow]:
+    return []
+
+
+def snapshot_only(events: Sequence[ChangeEvent]) -> bool:
+    """Are these only READ events and snapshot-end truncates (an initial snapshot's batch)?"""
+    for ev in events:
+        if ev.op == Op.READ:
+            continue
+        if ev.op == Op.TRUNCATE and ev.origin and ev.origin.get("snapshot_end"):
+            continue
+        return False
+    return True
 
 
 def _note(affected: dict[str, list[ChangeEvent]], kid: str, ev: ChangeEvent) -> None:

@@ -17,7 +17,6 @@ loop exits; during an outage it abandons the unacknowledged batch (replayed on r
 """
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import threading
@@ -28,9 +27,10 @@ from typing import Any, Callable, Sequence, TypeVar
 from ..errors import CdcProjectorError, SinkUnavailable, SourceError
 from ..sources.base import Batch, Checkpoint, Source
 from ..sinks.base import ProjectionTarget, StoredCheckpoint
+from . import gcpolicy
 from .deadletter import DeadLetter, DeadLetterStore, letter_id
 from .plan import ProjectionPlan
-from .projector import BatchResult, Projector
+from .projector import BatchResult, Projector, snapshot_only
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,10 +87,16 @@ class Pipeline:
     stats: PipelineStats = field(default_factory=PipelineStats)
     #: freshness/pause hooks (:class:`cdc_projector.ops.telemetry.ProjectionTelemetry`), optional
     observer: Any = None
+    #: most events per batch while a fresh initial snapshot is read (None: ``batch_size``);
+    #: sinks that want large inserts (ClickHouse) load a snapshot faster in larger batches
+    snapshot_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         self.projector = Projector(self.plan)
         self._checkpoint: StoredCheckpoint | None = None
+        #: the target was emptied for an initial snapshot that is still being read: its
+        #: batches take the projector's snapshot fast path (see Projector.process)
+        self._fresh = False
 
     # ------------------------------------------------------------------
     def open(self) -> None:
@@ -103,16 +109,27 @@ class Pipeline:
             known = self._checkpoint.streams if self._checkpoint else {}
             return {s: known[s] for s in streams if s in known}
 
+        self._set_fresh(False)
         self.source.open(resume)
         if getattr(self.source, "fresh_start", False):
             self._retry(self.target.reset)
             self._checkpoint = StoredCheckpoint()
+            self._set_fresh(True)
+
+    def _set_fresh(self, fresh: bool) -> None:
+        """Enter or leave the snapshot fast path (and the bulk-load GC policy with it)."""
+        if fresh != self._fresh:
+            (gcpolicy.enter if fresh else gcpolicy.leave)()
+            self._fresh = fresh
 
     def step(self) -> int:
         """Process one batch; returns the number of events (0 when the source was idle)."""
         if self.observer is not None and not self.observer.gate(self):
             return 0                                   # paused: nothing polled, nothing acked
-        batch = self.source.poll(self.batch_size, self.batch_ms / 1000.0)
+        size = self.batch_size
+        if self._fresh and self.snapshot_batch_size:
+            size = max(size, self.snapshot_batch_size)
+        batch = self.source.poll(size, self.batch_ms / 1000.0)
         if batch is None:
             if self.observer is not None:
                 self.observer.idle(self.source)
@@ -130,9 +147,13 @@ class Pipeline:
             self._retry(lambda: self.dead_letters.put(letter))
             self.stats.dead_letters += 1
 
+        if self._fresh and not snapshot_only(batch.events):
+            self._set_fresh(False)                     # the snapshot is over: streaming from now on
+        fresh = self._fresh
+
         def attempt() -> BatchResult:
             t0 = time.perf_counter()
-            result = self.projector.process(batch.events, self.target.state)
+            result = self.projector.process(batch.events, self.target.state, fresh=fresh)
             t1 = time.perf_counter()
             for failure in result.failures:
                 letter = DeadLetter(id=letter_id(self.plan.name, failure.events, failure.reason),
@@ -165,6 +186,7 @@ class Pipeline:
 
     def close(self) -> None:
         """Close the source (nothing unacknowledged is acknowledged)."""
+        self._set_fresh(False)
         self.source.close()
 
     def run(self) -> None:
@@ -229,19 +251,6 @@ class Pipeline:
                     raise Stopped(f"{self.plan.name}: stopped while the sink was unavailable") from exc
 
 
-#: generation-0 threshold of the cyclic garbage collector while pipelines run. A batch
-#: allocates hundreds of thousands of short-lived dicts (rows, documents) that reference
-#: counting frees; Python's default (700) scans them thousands of times per batch.
-#: Measured with bench/engine_bench.py (docs/engine.md): 5-15 % more engine throughput.
-GC_GEN0_THRESHOLD = 50_000
-
-
-def tune_gc() -> None:
-    """Fewer cyclic-GC passes for a batch workload (the other generations keep their defaults)."""
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
-
-
 class Runner:
     """Runs several pipelines in threads until SIGTERM/SIGINT; re-raises a pipeline's error."""
 
@@ -262,7 +271,7 @@ class Runner:
 
     def run(self) -> None:
         """Block until stopped; raise the first pipeline error (after stopping the others)."""
-        tune_gc()
+        gcpolicy.tune_process()
         threads = []
         for p in self.pipelines:
             t = threading.Thread(target=self._guard, args=(p,), name=f"pipeline-{p.plan.name}",

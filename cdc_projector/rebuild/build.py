@@ -70,12 +70,15 @@ class RebuildResult:
     #: where the build time went: projector CPU, sink writes (the rest: source reads, swap)
     engine_s: float = 0.0
     sink_s: float = 0.0
+    #: the swap (mirror copy, exchange, leftovers dropped)
+    swap_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"projection": self.name, "shadow": self.shadow, "swapped": self.swapped,
                 "checksum": self.checksum, "rows": self.rows, "events": self.events,
                 "position": self.position, "seconds": round(self.seconds, 3), "view": self.view,
-                "notes": list(self.notes), "engine_s": round(self.engine_s, 3), "sink_s": round(self.sink_s, 3)}
+                "notes": list(self.notes), "engine_s": round(self.engine_s, 3), "sink_s": round(self.sink_s, 3),
+                "swap_s": round(self.swap_s, 3)}
 
 
 def _user_streams(streams: Mapping[str, int]) -> dict[str, int]:
@@ -102,6 +105,7 @@ class Rebuilder:
         self.live_target: ProjectionTarget = sink.projection(plan)
         self._shadow_target: ProjectionTarget | None = None
         self.notes: list[str] = []
+        self._swap_s = 0.0
 
     @property
     def shadow_target(self) -> ProjectionTarget:
@@ -258,9 +262,11 @@ class Rebuilder:
         elif self.swapper.shadow_exists():
             self.cleanup()             # stray objects without a checkpoint (killed before the first batch)
 
+        batch_size = self.project.runtime.batch_size
         pipeline = Pipeline(self.shadow_plan, self._make_source(), self.shadow_target,
-                            self.sink.dead_letters(), batch_size=self.project.runtime.batch_size,
-                            batch_ms=self.project.runtime.batch_ms)
+                            self.sink.dead_letters(), batch_size=batch_size,
+                            batch_ms=self.project.runtime.batch_ms,
+                            snapshot_batch_size=_snapshot_batch_size(self.sink, batch_size))
         paused = False
         try:
             pipeline.open()
@@ -285,11 +291,13 @@ class Rebuilder:
             shadow_ck = self._checkpoint(pipeline)
             pipeline.close()
             token = time.time_ns()
+            swap_started = time.monotonic()
             self.swapper.prepare(self.shadow_target, token)
             journal = shadow_ck.merged({JOURNAL: token, TRANSLATE: int(self.translates), PAUSED: int(paused)},
                                        shadow_ck.position, shadow_ck.commit_ts_us)
             self.shadow_target.write([], [], journal)
             self._finish_swap(journal)
+            self._swap_s = time.monotonic() - swap_started
             digest = None
             if self.with_checksum:
                 digest = checksum(self._read_live())
@@ -348,7 +356,8 @@ class Rebuilder:
         phase = "snapshot" if self.mode == "snapshot" else "log"
         while True:
             n = pipeline.step()
-            self.progress.update(phase, pipeline.stats.events, total)
+            if n or pipeline.stats.events:     # nothing applied yet: no "0 rows" line
+                self.progress.update(phase, pipeline.stats.events, total)
             shadow_ck = self._checkpoint(pipeline)
             streaming = self.mode == "log" or f"pg:{self.shadow_slot}" in shadow_ck.streams
             if streaming and phase == "snapshot":
@@ -402,7 +411,19 @@ class Rebuilder:
         return RebuildResult(self.plan.name, self.shadow_plan.name, swapped, digest, rows,
                              pipeline.stats.events, str(ck.position) if ck.position else None,
                              time.monotonic() - started, view, list(self.notes),
-                             pipeline.stats.engine_s, pipeline.stats.sink_s)
+                             pipeline.stats.engine_s, pipeline.stats.sink_s, self._swap_s)
+
+
+#: most events per batch while a ClickHouse shadow loads its snapshot (fewer, larger inserts)
+CLICKHOUSE_SNAPSHOT_BATCH = 50_000
+
+
+def _snapshot_batch_size(sink: Sink, batch_size: int) -> int | None:
+    """Batch size of the shadow's initial snapshot: ClickHouse takes large inserts best;
+    other sinks keep ``runtime.batch_size`` (a FerretDB batch must stay small)."""
+    if type(sink).__name__ == "ClickHouseSink":
+        return max(batch_size, CLICKHOUSE_SNAPSHOT_BATCH)
+    return None
 
 
 def applied_lsn(ck: StoredCheckpoint | None) -> int | None:

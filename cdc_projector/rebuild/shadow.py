@@ -247,8 +247,11 @@ class ClickHouseSwapper:
         mirror = self.ch.qualified(MIRROR)
         self.sink.state.ensure()
         self.ch.command(f"DELETE FROM {mirror} WHERE projection_name = {{p:String}}", {"p": self.live.name})
+        # every stored version is copied (no FINAL: cheaper). Every mirror read is FINAL and
+        # keeps the highest _version of a key, so the copy reads exactly like the shadow; two
+        # versions of a key with equal _version are the same change (same position), same row
         self.ch.command(f"INSERT INTO {mirror} (projection_name, {MIRROR_COLUMNS}) "
-                        f"SELECT {{live:String}}, {MIRROR_COLUMNS} FROM {mirror} FINAL "
+                        f"SELECT {{live:String}}, {MIRROR_COLUMNS} FROM {mirror} "
                         "WHERE projection_name = {shadow:String}",
                         {"live": self.live.name, "shadow": self.shadow.name})
 

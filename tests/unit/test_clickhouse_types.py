@@ -97,3 +97,48 @@ def test_planner_is_registered_for_plan() -> None:
                                       "fields": {"total": "CAST(total AS numeric(12,2))"}})
     text = "\n".join(PLANNERS["clickhouse"]("orders_flat", proj))
     assert "`orders_flat_data`" in text and "Nullable(Decimal(12, 2))" in text and "FINAL" in text
+
+
+@pytest.mark.parametrize("mapping", [
+    {"id": 5}, {}, {"a": 1, "b": "x", "c": None, "d": True, "e": D("1.50"), "f": D("NaN"),
+                    "g": dt.datetime(2024, 1, 1, 3, tzinfo=dt.timezone.utc), "h": dt.datetime(2024, 1, 1, 3, 4, 5, 6),
+                    "i": dt.date(2024, 2, 3), "j": dt.time(1, 2, 3), "k": dt.time(1, 2, tzinfo=dt.timezone.utc)},
+    {"f": 1.5}, {"n": {"x": 1}}, {"l": [1, D(2)]}, {1: 2}, None, [1, 2], {"big": 2 ** 70},
+])
+def test_mirror_json_fast_path_writes_the_same_text(mapping: object) -> None:
+    import orjson
+    from cdc_projector.sinks.clickhouse.state import dumps, loads
+
+    def reference() -> str:
+        return orjson.dumps(encode_value(mapping)).decode()
+    try:
+        expected = reference()
+    except orjson.JSONEncodeError:
+        with pytest.raises(orjson.JSONEncodeError):
+            dumps(mapping)
+        return
+    assert dumps(mapping) == expected
+    if isinstance(mapping, dict) and all(isinstance(k, str) for k in mapping) and "f" not in mapping:
+        assert loads(dumps(mapping)) == mapping
+
+
+@pytest.mark.parametrize("p, s", [(12, 2), (76, 20), (5, 0), (3, 3), (2, 2)])
+def test_decimal_encoding_fast_path_agrees_with_the_exact_check(p: int, s: int) -> None:
+    encode = ch_type(SqlType("numeric", p, s)).encode
+    for value in [D("1.50"), D("1.5"), D("1.555"), D("0"), D("0.00"), D("-0.00"), D("123456789012.34"),
+                  D("1234567890123.4"), D("99999999999.99"), D("1E+3"), D("-1.20"), D("0.001"), D("1E-30"),
+                  D("1.000"), D("0.999")]:
+        t = value.as_tuple()
+        try:
+            quantized = value.quantize(D(1).scaleb(-s), context=decimal.Context(prec=200))
+            fits = quantized == value and (not quantized or len(quantized.as_tuple().digits) <= p)
+        except decimal.InvalidOperation:
+            fits = False
+        if fits:
+            out = encode(value)
+            assert out == value and out.as_tuple().exponent == -s, (value, out)
+            if t.exponent == -s:
+                assert str(out) == str(value)
+        else:
+            with pytest.raises(ProjectionError):
+                encode(value)

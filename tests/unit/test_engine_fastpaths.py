@@ -115,3 +115,18 @@ def test_non_integer_primary_keys_keep_the_general_tie_break() -> None:
     children = [MirrorRow(ORDERS, {"id": k}, {"customer_id": 1, "a": 1}, Position(1))
                 for k in ("b", "a", "c")]
     assert [r["id"] for r in embed_values(embed, children)] == ["a", "b", "c"]
+
+
+def test_isoformat_fast_path_writes_what_isoformat_writes() -> None:
+    from cdc_projector.engine.mirror import isoformat
+    rnd = random.Random(5)
+    plus2 = dt.timezone(dt.timedelta(hours=2))
+    values = [dt.datetime.min, dt.datetime.max, dt.datetime.min.replace(tzinfo=UTC), dt.datetime(1, 1, 1, 0, 0, 0, 1),
+              dt.datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), dt.datetime(2024, 1, 1, tzinfo=plus2),
+              dt.datetime(2024, 1, 1, fold=1, tzinfo=UTC)]
+    values += [dt.datetime(rnd.randint(1, 9999), rnd.randint(1, 12), rnd.randint(1, 28), rnd.randint(0, 23),
+                           rnd.randint(0, 59), rnd.randint(0, 59), rnd.choice([0, rnd.randint(0, 999999)]),
+                           tzinfo=rnd.choice([None, UTC, plus2])) for _ in range(5000)]
+    for value in values:
+        assert isoformat(value) == value.isoformat(), value
+        assert value_id(value) == f'["t:{value.isoformat()}"]'

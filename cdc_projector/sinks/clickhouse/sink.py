@@ -86,10 +86,10 @@ class ClickHouseStateStore:
         return self._rows(table, self._state.mirror_all(self.projection, table))
 
     def write(self, rows: Sequence["MirrorRow"]) -> None:
-        from ...engine.mirror import key_id
+        from ...engine.mirror import value_id      # value_id(v) == key_id([v])
         out = []
         for r in rows:
-            canon = {} if r.row is None else {c: key_id([v]) for c, v in r.as_row().items()}
+            canon = {} if r.row is None else {c: value_id(v) for c, v in r.as_row().items()}
             out.append([self.projection, str(r.table), r.key_id, dumps(r.key),
                         None if r.row is None else dumps(r.row), orjson.dumps(canon).decode(),
                         version(r.position)])

@@ -26,6 +26,9 @@ class TableView:
         self.spec = spec
         self._columns = spec.columns
         self._key_names = {c.name for c in spec.key}
+        # per column, resolved once: name, key column?, encoder (see ChType.encode), nullable
+        self._encoders = [(c.name, c.name in self._key_names, c.type.raw_encoder(), c.type.nullable)
+                          for c in spec.columns]
 
     def rows_for(self, changes: Sequence[ViewChange], ver: int,
                  rejected: list[tuple[ViewChange, ProjectionError]] | None = None) -> list[list[Any]]:
@@ -40,17 +43,18 @@ class TableView:
         out = []
         for change in last.values():
             values = change.values
+            key = change.key
             row: list[Any] = []
-            for col in self._columns:
-                if col.name in self._key_names:
-                    raw = change.key.get(col.name) if col.name in change.key else (values or {}).get(col.name)
+            for name, is_key, encode, nullable in self._encoders:
+                if is_key:
+                    raw = key.get(name) if name in key else (values or {}).get(name)
                 else:
-                    raw = None if values is None else values.get(col.name)
+                    raw = None if values is None else values.get(name)
                 try:
-                    row.append(col.type.encode(raw))
+                    row.append(encode(raw, nullable))
                 except ProjectionError as exc:
                     error = ProjectionError(f"view {self.spec.projection}, key {dict(change.key)}, "
-                                            f"column {col.name}: {exc.message}", hint=exc.hint)
+                                            f"column {name}: {exc.message}", hint=exc.hint)
                     if rejected is None:
                         raise error from exc
                     rejected.append((change, error))

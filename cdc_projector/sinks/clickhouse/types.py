@@ -78,6 +78,11 @@ class ChType:
         f, nullable = _encoder(self.sql, self.base), self.nullable
         return lambda value: f(value, nullable)
 
+    def raw_encoder(self) -> Callable[[Any, bool], Any]:
+        """:meth:`encode` resolved once: ``raw_encoder()(value, self.nullable)`` (per-row loops
+        that keep the nullability beside it, without the extra call of :meth:`encoder`)."""
+        return _encoder(self.sql, self.base)
+
     def decode(self, value: Any) -> Any:
         """Value read from ClickHouse -> canonical Python value of the SQL type."""
         return _decode(self.sql, value)
@@ -128,11 +133,17 @@ def decimal_scale(base: str) -> tuple[int, int] | None:
 
 
 # -- encoding ----------------------------------------------------------------
+@functools.lru_cache(maxsize=128)
+def _unit(s: int) -> decimal.Decimal:
+    return decimal.Decimal(1).scaleb(-s)
+
+
 def _to_decimal(value: Any, p: int, s: int) -> decimal.Decimal:
-    if type(value) is decimal.Decimal:
-        t = value.as_tuple()
-        if t.exponent == -s and len(t.digits) <= p:      # fast path: already at the column's scale
-            return value
+    if type(value) is decimal.Decimal and value.is_finite():
+        # fast path (no as_tuple): exact at the column's scale and at most p digits
+        quantized = value.quantize(_unit(s), context=_CTX)
+        if quantized == value and (not quantized or quantized.adjusted() + 1 + s <= p):
+            return quantized
     if isinstance(value, bool):
         value = int(value)
     if isinstance(value, float):
@@ -150,6 +161,8 @@ def _to_decimal(value: Any, p: int, s: int) -> decimal.Decimal:
 
 
 def _utc(value: Any) -> dt.datetime:
+    if type(value) is dt.datetime and value.tzinfo is dt.timezone.utc:
+        return value                                  # the usual case: already UTC
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):

@@ -23,11 +23,17 @@ caller ignores stream changes of those tables committed before ``P``.
 An exported snapshot dies with the session that holds it, so an interrupted
 snapshot cannot be continued later: see :mod:`.replication` for what the source
 does then (it starts that snapshot over; rows are idempotent by position).
+
+The chunks are read and decoded by a thread of their own, a few chunks ahead
+(:class:`Prefetch`): the server's work and the network wait overlap with what
+the consumer does meanwhile (the engine, the sink writes, which release the GIL).
 """
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Generic, Iterator, TypeVar
 
 import psycopg2
 import psycopg2.extensions
@@ -59,6 +65,70 @@ JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
 WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary
 ORDER BY k.ord
 """
+
+
+T = TypeVar("T")
+
+
+class Prefetch(Generic[T]):
+    """An iterator run by a daemon thread, at most ``depth`` items ahead of its consumer.
+
+    Items, the end and an exception of the inner iterator reach the consumer in order
+    (the exception is raised by ``next``). :meth:`close` stops the thread after the item
+    in hand and waits for it, so the inner iterator's resources can be released then.
+    """
+
+    def __init__(self, inner: Iterator[T], depth: int = 2, name: str = "cdcp-snapshot") -> None:
+        self._queue: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(target=self._run, args=(inner,), name=name, daemon=True)
+        self._thread.start()
+
+    def _put(self, item: tuple[bool, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, inner: Iterator[T]) -> None:
+        try:
+            for item in inner:
+                if not self._put((True, item)):
+                    return
+            self._put((False, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._put((False, exc))
+
+    def __iter__(self) -> "Prefetch[T]":
+        return self
+
+    def __next__(self) -> T:
+        if self._finished:
+            raise StopIteration
+        ok, item = self._queue.get()
+        if ok:
+            return item  # type: ignore[no-any-return]
+        self._finished = True
+        if item is not None:
+            raise item
+        raise StopIteration
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                while True:
+                    self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            self._thread.join(timeout=0.1)
+            timeout_s -= 0.1
+            if timeout_s <= 0:
+                break
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,16 +175,19 @@ class SnapshotReader:
     """
 
     def __init__(self, dsn: str, snapshot_name: str, position_lsn: int, tables: list[TableId],
-                 *, chunk_size: int = 10_000, stream_prefix: str = "snapshot:") -> None:
+                 *, chunk_size: int = 10_000, stream_prefix: str = "snapshot:", read_ahead: int = 5) -> None:
         self.dsn = dsn
         self.snapshot_name = snapshot_name
         self.position_lsn = position_lsn
         self.tables = list(tables)
         self.chunk_size = chunk_size
+        #: chunks read and decoded ahead of the consumer (memory: read_ahead + 1 chunks)
+        self.read_ahead = read_ahead
         self.stream_prefix = stream_prefix
         self.rows_read: dict[str, int] = {str(t): 0 for t in self.tables}
         self._conn: Any = None
         self._meta: Any = None
+        self._prefetch: Prefetch[tuple[TableId, list[ChangeEvent], bool]] | None = None
         self._seq = 1          # seq 0 is the snapshot-end truncate (see replication.py)
 
     def open(self) -> None:
@@ -130,6 +203,9 @@ class SnapshotReader:
         self._meta = connect(self.dsn)
 
     def close(self) -> None:
+        if self._prefetch is not None:          # first: it reads through these connections
+            self._prefetch.close()
+            self._prefetch = None
         for conn in (self._conn, self._meta):
             if conn is not None:
                 try:
@@ -139,8 +215,15 @@ class SnapshotReader:
         self._conn = self._meta = None
 
     def chunks(self) -> Iterator[tuple[TableId, list[ChangeEvent], bool]]:
-        """Yield ``(table, events, table_done)``; memory is bounded by ``chunk_size`` rows."""
+        """Yield ``(table, events, table_done)``; memory is bounded by ``read_ahead + 1`` chunks
+        of ``chunk_size`` rows (read ahead by a thread: :class:`Prefetch`)."""
         assert self._conn is not None, "open() first"
+        if self._prefetch is not None:
+            self._prefetch.close()
+        self._prefetch = Prefetch(self._chunks(), depth=self.read_ahead)
+        return self._prefetch
+
+    def _chunks(self) -> Iterator[tuple[TableId, list[ChangeEvent], bool]]:
         resolve = catalog_resolver(self._meta)
         for table in self.tables:
             layout = describe_table(self._conn, table)
