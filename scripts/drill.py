@@ -2,9 +2,15 @@
 report how long it takes to drain the backlog, verify every view with the SQL oracle.
 
     python scripts/drill.py --minutes 10 --rate 50 [--drain-timeout 900]
+    python scripts/drill.py --minutes 10 --writer steady --rate 5000 \
+        --projections orders_flat --projection orders_flat
 
 Runs against the local stack (PostgreSQL 55432, FerretDB 27017) on a fresh sample
-database (dropped afterwards) and a real `cdc-projector run` subprocess.
+database (dropped afterwards) and a real `cdc-projector run` subprocess: document
+projections into FerretDB, table and aggregate ones into embedded chDB (read after
+`run` stopped: the directory is locked while it runs). ``--writer workload`` is the
+sample workload (every kind of change, ``--rate`` operations/s); ``steady`` the
+set-based load on ``orders`` of bench/lag_slo.py (``--rate`` row changes/s).
 """
 from __future__ import annotations
 
@@ -19,15 +25,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pymongo  # noqa: E402
+import yaml  # noqa: E402
 
 from cdc_projector.ops.wait import current_lsn  # noqa: E402
 from cdc_projector.sample.seed import seed  # noqa: E402
+from cdc_projector.sample.steady import steady_load  # noqa: E402
 from cdc_projector.sample.workload import run_workload  # noqa: E402
+from tests.integration import test_clickhouse_engine_helpers as chh  # noqa: E402
 from tests.integration.test_ops_harness import Projector, free_port, oracle_problems, write_config  # noqa: E402
 from tests.support.pgdb import fresh_database  # noqa: E402
 from tests.support.services import MONGODB_URL  # noqa: E402
 
 NAMES = ("customer_profile", "order_document")
+
+
+def clickhouse_problems(db: object, chdb: Path, names: tuple[str, ...]) -> list[str]:
+    """Oracle differences of ClickHouse views, read from the (unlocked) chDB directory."""
+    if not names:
+        return []
+    views = chh.read_chdb(chdb, "analytics", {n: f"SELECT * FROM analytics.{n}" for n in names})
+    return chh.oracle_problems(db, views, names)  # type: ignore[arg-type]
 
 
 def drain(run: Projector, name: str, lsn: str, timeout_s: float) -> bool:
@@ -45,7 +62,10 @@ def drain(run: Projector, name: str, lsn: str, timeout_s: float) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0, help="how long the projection stays paused")
-    ap.add_argument("--rate", type=float, default=50.0, help="workload operations per second")
+    ap.add_argument("--rate", type=float, default=50.0,
+                    help="operations/s (workload) or row changes/s (steady)")
+    ap.add_argument("--writer", choices=["workload", "steady"], default="workload")
+    ap.add_argument("--projections", nargs="+", default=list(NAMES), help="projections of shop.yaml to run")
     ap.add_argument("--projection", default="order_document", help="the projection to pause")
     ap.add_argument("--drain-timeout", type=float, default=900.0, help="give up waiting for the drain after this long")
     args = ap.parse_args()
@@ -54,15 +74,24 @@ def main() -> int:
     with fresh_database("cdcp_drill") as db:
         seed(db.dsn, customers=50, products=20, orders=200, seed=1)
         port = free_port()
-        run = Projector(write_config(tmp / "shop.yaml", db, MONGODB_URL, mongo_db, port, NAMES),
-                        tmp / "state", port, tmp / "run.log").start()
+        names = tuple(args.projections)
+        chdb = tmp / "chdb"
+        config = write_config(tmp / "shop.yaml", db, MONGODB_URL, mongo_db, port, names,
+                              batch_size=5000, clickhouse_url=f"chdb://{chdb}")
+        kinds = {n: yaml.safe_load(config.read_text())["projections"][n]["kind"] for n in names}
+        documents = tuple(n for n in names if kinds[n] == "document")
+        run = Projector(config, tmp / "state", port, tmp / "run.log").start()
         stop = threading.Event()
-        writer = threading.Thread(target=run_workload, args=(db.dsn,),
-                                  kwargs={"rate": args.rate, "seed": 2, "stop": stop}, daemon=True)
+        if args.writer == "steady":
+            writer = threading.Thread(target=steady_load, args=(db.dsn, args.rate, 10 ** 9),
+                                      kwargs={"stop": stop, "seed": 2}, daemon=True)
+        else:
+            writer = threading.Thread(target=run_workload, args=(db.dsn,),
+                                      kwargs={"rate": args.rate, "seed": 2, "stop": stop}, daemon=True)
         try:
             assert run.cli("wait", "--lsn", current_lsn(db.dsn), "--timeout", "300", timeout=360).returncode == 0
             writer.start()
-            print(f"steady load {args.rate:g} ops/s; pausing {args.projection} for {args.minutes:g} min", flush=True)
+            print(f"steady load ({args.writer}) {args.rate:g}/s; pausing {args.projection} for {args.minutes:g} min", flush=True)
             assert run.cli("pause", args.projection).returncode == 0
             end = time.monotonic() + args.minutes * 60
             while time.monotonic() < end:
@@ -82,9 +111,11 @@ def main() -> int:
             writer.join()
             final = current_lsn(db.dsn)
             assert run.cli("wait", "--lsn", final, "--timeout", "600", timeout=660).returncode == 0
-            problems = oracle_problems(db.dsn, MONGODB_URL, mongo_db, NAMES)
+            problems = oracle_problems(db.dsn, MONGODB_URL, mongo_db, documents) if documents else []
             lag = {n: s["lag"]["15m"] for n, s in run.status().items()}
             print(f"lag over the last 15 min: {lag}")
+            run.stop()                                   # releases the chDB directory
+            problems += clickhouse_problems(db, chdb, tuple(n for n in names if n not in documents))
             print("oracle: OK" if not problems else "oracle: DIFFERENCES\n" + "\n".join(problems[:20]))
             return 0 if not problems else 1
         finally:
