@@ -19,12 +19,12 @@ import yaml
 
 from cdc_projector.config.models import ProjectFile
 from cdc_projector.engine import runner
-from cdc_projector.engine.projector import BatchResult, Projector
 from cdc_projector.rebuild.build import Rebuilder
 from cdc_projector.rebuild.live import NoLive
 from cdc_projector.rebuild.session import open_sink_for, plan_of
 from cdc_projector.sample.seed import seed
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
+from tests.support.spies import record_fresh_flags
 
 pytestmark = pytest.mark.integration
 
@@ -58,14 +58,7 @@ def test_fast_and_general_snapshot_paths_build_the_same_views(pgdb: PgDb, tmp_pa
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     seed(pgdb.dsn, customers=40, products=15, orders=600, seed=11)
     project = _project(pgdb, tmp_path)
-    fresh_batches: list[bool] = []
-    original = Projector.process
-
-    def spy(self: Projector, events: Any, store: Any, *, fresh: bool = False) -> BatchResult:
-        fresh_batches.append(fresh)
-        return original(self, events, store, fresh=fresh)
-
-    monkeypatch.setattr(Projector, "process", spy)
+    fresh_batches = record_fresh_flags(monkeypatch)
     plans = {n: plan_of(project, n) for n in NAMES}
     sink = open_sink_for(project, plans[NAMES[0]])
     try:

@@ -22,6 +22,7 @@ from cdc_projector.engine.projector import BatchResult, Projector, snapshot_only
 from cdc_projector.engine.runner import Backoff, Pipeline
 from cdc_projector.events import ChangeEvent, Op, Position, TableId
 from cdc_projector.sources.base import Batch
+from tests.support.spies import record_fresh_flags
 from tests.unit.test_engine_cases import PROFILE
 from tests.unit.test_engine_runner import ListLetters, ListSource
 
@@ -134,14 +135,7 @@ def test_snapshot_only() -> None:
 # ---------------------------------------------------------------- the pipeline's choice
 def _pipeline(batches: list[list[ChangeEvent]], fresh_start: bool,
               monkeypatch: pytest.MonkeyPatch) -> tuple[Pipeline, list[bool]]:
-    seen: list[bool] = []
-    original = Projector.process
-
-    def spy(self: Projector, events: Any, store: Any, *, fresh: bool = False) -> BatchResult:
-        seen.append(fresh)
-        return original(self, events, store, fresh=fresh)
-
-    monkeypatch.setattr(Projector, "process", spy)
+    seen = record_fresh_flags(monkeypatch)
     source = ListSource([Batch(b, {"s": i + 1}) for i, b in enumerate(batches)], fresh_start=fresh_start)
     plan = build_plan("p", Projection.model_validate(FLAT))
     return Pipeline(plan, source, MemoryTarget(), ListLetters(), backoff=Backoff(0.0, 0.0)), seen
