@@ -1,4 +1,4 @@
-"""The Kafka source gives up on a group join that never produces an assignment."""
+"""The Kafka source restarts, then gives up on, a group join that never produces an assignment."""
 from __future__ import annotations
 
 import time
@@ -12,6 +12,11 @@ from cdc_projector.sources.debezium.kafka import DebeziumKafkaSource
 
 class SilentConsumer:
     """A consumer whose poll returns nothing (the group join never completes)."""
+
+    closed = False
+
+    def close(self, autocommit: bool = True) -> None:
+        self.closed = True
 
     def poll(self, timeout_ms: int = 0, max_records: int = 1) -> dict[Any, Any]:
         return {}
@@ -27,11 +32,42 @@ def _source() -> DebeziumKafkaSource:
     return src
 
 
-def test_a_join_without_assignment_past_the_limit_raises_source_error() -> None:
+def _joins(src: DebeziumKafkaSource, monkeypatch: pytest.MonkeyPatch) -> list[SilentConsumer]:
+    """Make ``open`` install a fresh silent consumer (a new join) and record each one."""
+    consumers: list[SilentConsumer] = []
+
+    def open_(resume: Any) -> None:
+        consumers.append(SilentConsumer())
+        src._consumer = consumers[-1]  # type: ignore[assignment]
+        src._joining_since = time.monotonic()
+    monkeypatch.setattr(src, "open", open_)
+    src._resume = lambda streams: {}
+    return consumers
+
+
+def test_a_stalled_join_is_restarted_with_a_new_consumer_then_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
     src = _source()
+    joins = _joins(src, monkeypatch)
+    first = src._consumer
+    for n in range(1, src.join_stall_restarts + 1):
+        src._joining_since = time.monotonic() - src.join_stall_s - 1
+        assert src.poll(10, 0.0) is None                     # left the group, joined again
+        assert len(joins) == n and src._consumer is joins[-1]
+    assert first.closed and all(c.closed for c in joins[:-1])  # type: ignore[union-attr]
     src._joining_since = time.monotonic() - src.join_stall_s - 1
     with pytest.raises(SourceError, match="has not produced an assignment"):
         src.poll(10, 0.0)
+
+
+def test_an_assignment_resets_the_restart_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    src = _source()
+    joins = _joins(src, monkeypatch)
+    for _ in range(src.join_stall_restarts):
+        src._joining_since = time.monotonic() - src.join_stall_s - 1
+        src.poll(10, 0.0)
+        src._on_assigned([])                                 # this join settled
+    src._joining_since = time.monotonic() - src.join_stall_s - 1
+    assert src.poll(10, 0.0) is None and len(joins) == src.join_stall_restarts + 1
 
 
 def test_a_recent_join_and_a_settled_member_just_wait() -> None:

@@ -39,9 +39,12 @@ from .decode import DebeziumDecoder, heartbeat_topic, table_topic, transaction_t
 log = logging.getLogger(__name__)
 
 #: a group (re)join that has not produced an assignment after this long is taken as
-#: stalled: the consumer is closed and the pipeline reconnects (kafka-python 3.0.12 was
-#: seen, under load, to stop heartbeating in the middle of a rejoin for good)
+#: stalled: the source leaves the group and joins again with a new consumer (kafka-python
+#: 3.0.12 was seen, under load or when a subscribed topic appeared later, to stop in the
+#: middle of a rejoin for good); after JOIN_STALL_RESTARTS such restarts in a row it raises
+#: SourceError and the pipeline reconnects
 JOIN_STALL_S = 120.0
+JOIN_STALL_RESTARTS = 3
 #: owned partitions with messages behind the position, yet polls return nothing for this
 #: long: the fetcher is taken as stalled (seen once after a rebalance) and the pipeline reconnects
 FETCH_STALL_S = 120.0
@@ -171,6 +174,8 @@ class DebeziumKafkaSource:
         #: monotonic time a (re)join began without an assignment since; None when settled
         self._joining_since: float | None = None
         self.join_stall_s = JOIN_STALL_S
+        self.join_stall_restarts = JOIN_STALL_RESTARTS
+        self._join_restarts = 0
         self.fetch_stall_s = FETCH_STALL_S
         #: monotonic time since which polls returned nothing while a backlog was seen
         self._starved_since: float | None = None
@@ -233,6 +238,7 @@ class DebeziumKafkaSource:
     def _on_assigned(self, assigned: list[TopicPartition]) -> None:
         self._rebalanced = True
         self._joining_since = None
+        self._join_restarts = 0
         if not assigned:
             return
         streams = [stream_id(tp.topic, tp.partition) for tp in assigned]
@@ -281,9 +287,11 @@ class DebeziumKafkaSource:
                 raise err
             joining = self._joining_since
             if joining is not None and time.monotonic() - joining > self.join_stall_s:
-                raise SourceError(f"group {self.group_id}: joining the group has not produced an "
-                                  f"assignment in {self.join_stall_s:.0f} s; reconnecting",
-                                  hint="check the broker; a member that never polls delays every rejoin")
+                consumer = self._restart_join()
+                events, poison, checkpoint, seen = [], [], {}, 0
+                if time.monotonic() >= deadline:
+                    break
+                continue
             if self._rebalanced:
                 # assignment changed: whatever was collected may belong to another member now
                 events, poison, checkpoint, seen = [], [], {}, 0
@@ -309,6 +317,25 @@ class DebeziumKafkaSource:
             return None
         self._starved_since = None
         return Batch(events=events, checkpoint=checkpoint, poison=poison)
+
+    def _restart_join(self) -> KafkaConsumer:
+        """The join produced no assignment in ``join_stall_s``: leave the group and join again
+        with a new consumer; :class:`SourceError` after ``join_stall_restarts`` in a row."""
+        self._join_restarts += 1
+        if self._join_restarts > self.join_stall_restarts:
+            self._join_restarts = 0
+            raise SourceError(f"group {self.group_id}: joining the group has not produced an assignment "
+                              f"in {self.join_stall_restarts + 1} attempts of {self.join_stall_s:.0f} s; "
+                              "reconnecting",
+                              hint="check the broker; a member that never polls delays every rejoin")
+        log.warning("kafka source: group %s: no assignment %.0f s after joining; joining again with a new "
+                    "consumer (%d of %d)", self.group_id, self.join_stall_s, self._join_restarts,
+                    self.join_stall_restarts)
+        resume = self._resume
+        assert resume is not None
+        self.close()
+        self.open(resume)
+        return self.consumer
 
     def _check_starved(self) -> None:
         """SourceError when owned partitions have had a backlog but no record came for
