@@ -224,7 +224,16 @@ def test_rebuild_killed_midway_leaves_the_live_table_and_the_next_one_succeeds(p
     from cdc_projector.rebuild.canonical import checksum
     from cdc_projector.rebuild.session import open_sink_for
     from tests.integration.test_rebuild_helpers import cli, start_cli
+    import psycopg2
     seed(pgdb.dsn, customers=200, products=20, orders=6000, seed=8)
+    # enough rows for several snapshot batches (a ClickHouse shadow reads >= 50,000 per batch),
+    # so that the kill lands while the shadow is being built, not after the swap
+    with psycopg2.connect(pgdb.dsn) as conn, conn.cursor() as cur:
+        cur.execute("WITH c AS (SELECT array_agg(id) AS ids FROM customers) "
+                    "INSERT INTO orders (customer_id, status, total, placed_at) "
+                    "SELECT ids[1 + g % array_length(ids, 1)], 'paid', (g % 100000) / 100.0, "
+                    "now() - (g % 365) * interval '1 day' FROM c, generate_series(1, 150000) AS g")
+    conn.close()
     cfg = write_config(tmp_path / "p.yaml", pgdb, f"t_rbkill_{uuid.uuid4().hex[:8]}", ["orders_flat"],
                        {"analytics": {"type": "clickhouse", "url": f"chdb://{tmp_path / 'ch'}",
                                       "database": "analytics"}}, free_port(), batch_size=200)
@@ -244,7 +253,7 @@ def test_rebuild_killed_midway_leaves_the_live_table_and_the_next_one_succeeds(p
     first = cli("rebuild", "orders_flat", "-c", str(cfg), env=env)
     assert first.returncode == 0, first.stderr
     before, _ = live_rows()
-    assert len(before) == 6000
+    assert len(before) == 156000
 
     proc = start_cli("rebuild", "orders_flat", "-c", str(cfg), env=env)
     try:
