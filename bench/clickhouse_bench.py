@@ -19,6 +19,7 @@ import datetime as dt
 import decimal
 import platform
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -100,6 +101,7 @@ def main() -> None:
           f"{agg_update_rate:,.0f} rows/s ({args.rows:,} source rows)")
     print(f"aggregate full read, {groups:,} groups: p50 {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms")
     ch.close()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import os
+import platform
+import shutil
 import sys
 import tempfile
 import threading
@@ -146,6 +147,7 @@ def main() -> int:
         finally:
             run.stop()
             pymongo.MongoClient(MONGODB_URL).drop_database(mongo_db)
+            shutil.rmtree(tmp, ignore_errors=True)       # the chDB data and the run's state
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ set-based load on ``orders`` of bench/lag_slo.py (``--rate`` row changes/s).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import threading
@@ -122,6 +123,7 @@ def main() -> int:
             stop.set()
             run.stop()
             pymongo.MongoClient(MONGODB_URL).drop_database(mongo_db)
+            shutil.rmtree(tmp, ignore_errors=True)       # the chDB data and the run's state
 
 
 if __name__ == "__main__":
