@@ -151,15 +151,7 @@ class Projector:
             key = dict(ev.key)          # type: ignore[arg-type]
             after = ev.after
             assert after is not None
-            row = {}
-            for col in columns:
-                value = after.get(col, _MISSING)
-                if value is _MISSING:
-                    value = key.get(col)
-                if value is UNCHANGED_TOAST:
-                    value = None        # no earlier version to take it from
-                row[col] = value
-            mrow = MirrorRow(root, key, row, ev.position)
+            mrow = MirrorRow(root, key, _row_of(columns, key, after, None), ev.position)
             rows.append(mrow)
             try:
                 doc = compute_document(plan, mrow, _no_lookup, _no_children)
@@ -225,15 +217,8 @@ class Projector:
         if current is None or current.position < ev.position:
             row = None
             if after is not None:
-                row = {}
                 previous = pre.row if pre is not None and pre.row else toast_from
-                for col in self._columns[table]:
-                    value = after.get(col, _MISSING)
-                    if value is _MISSING:
-                        value = key.get(col)
-                    if value is UNCHANGED_TOAST:
-                        value = previous.get(col) if previous else None
-                    row[col] = value
+                row = _row_of(self._columns[table], key, after, previous)
             elif pre is not None and pre.row:
                 self._gone[(table, kid)] = dict(pre.row)
             post: MirrorRow | None = MirrorRow(table, dict(key), row, ev.position)
@@ -294,6 +279,21 @@ class Projector:
                 continue
             changes.append(ViewChange(dict(root.key), doc))
         return changes
+
+
+def _row_of(columns: Sequence[str], key: Mapping[str, Any], after: Mapping[str, Any],
+            previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The mirror row of a change: ``after``'s kept columns, key columns from ``key`` when
+    absent, an unchanged TOAST value from ``previous`` (None when there is no earlier version)."""
+    row = {}
+    for col in columns:
+        value = after.get(col, _MISSING)
+        if value is _MISSING:
+            value = key.get(col)
+        if value is UNCHANGED_TOAST:
+            value = previous.get(col) if previous else None
+        row[col] = value
+    return row
 
 
 def _no_lookup(lk: LookupPlan, value: Any) -> MirrorRow | None:

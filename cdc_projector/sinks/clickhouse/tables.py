@@ -26,9 +26,8 @@ class TableView:
         self.spec = spec
         self._columns = spec.columns
         self._key_names = {c.name for c in spec.key}
-        # per column, resolved once: name, key column?, encoder (see ChType.encode), nullable
-        self._encoders = [(c.name, c.name in self._key_names, c.type.raw_encoder(), c.type.nullable)
-                          for c in spec.columns]
+        # per column, resolved once: name, key column?, encoder (see ChType.encode)
+        self._encoders = [(c.name, c.name in self._key_names, c.type.encoder()) for c in spec.columns]
 
     def rows_for(self, changes: Sequence[ViewChange], ver: int,
                  rejected: list[tuple[ViewChange, ProjectionError]] | None = None) -> list[list[Any]]:
@@ -45,13 +44,13 @@ class TableView:
             values = change.values
             key = change.key
             row: list[Any] = []
-            for name, is_key, encode, nullable in self._encoders:
+            for name, is_key, encode in self._encoders:
                 if is_key:
                     raw = key.get(name) if name in key else (values or {}).get(name)
                 else:
                     raw = None if values is None else values.get(name)
                 try:
-                    row.append(encode(raw, nullable))
+                    row.append(encode(raw))
                 except ProjectionError as exc:
                     error = ProjectionError(f"view {self.spec.projection}, key {dict(change.key)}, "
                                             f"column {name}: {exc.message}", hint=exc.hint)

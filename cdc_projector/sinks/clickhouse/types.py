@@ -78,11 +78,6 @@ class ChType:
         f, nullable = _encoder(self.sql, self.base), self.nullable
         return lambda value: f(value, nullable)
 
-    def raw_encoder(self) -> Callable[[Any, bool], Any]:
-        """:meth:`encode` resolved once: ``raw_encoder()(value, self.nullable)`` (per-row loops
-        that keep the nullability beside it, without the extra call of :meth:`encoder`)."""
-        return _encoder(self.sql, self.base)
-
     def decode(self, value: Any) -> Any:
         """Value read from ClickHouse -> canonical Python value of the SQL type."""
         return _decode(self.sql, value)
