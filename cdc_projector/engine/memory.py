@@ -23,7 +23,8 @@ from .mirror import MirrorRow, key_id, value_id
 
 def _copy_row(row: MirrorRow) -> MirrorRow:
     return MirrorRow(row.table, dict(row.key), dict(row.row) if row.row is not None else None,
-                     row.position, row.stored)
+                     row.position, row.stored,
+                     dict(row.departed) if row.departed is not None else None)
 
 
 def _copy_value(value: Any) -> Any:

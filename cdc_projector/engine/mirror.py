@@ -6,7 +6,9 @@ every projection keeps, in its sink, the rows of each table it reads (only the
 columns it needs, plus the primary key), each stamped with the
 :class:`~cdc_projector.events.Position` of the change that produced it.
 Deleted rows stay as *tombstones* (``row is None``) with their position, so a
-replayed older insert cannot resurrect them.
+replayed older insert cannot resurrect them; the tombstone a primary-key change
+leaves at the old key keeps the row that moved (``departed``): the create half
+takes its unchanged TOAST values from it, in whichever batch it comes.
 
 :class:`StateStore` is the small protocol a sink implements to persist the
 mirror; :class:`BatchMirror` is the in-memory state of one batch over it: rows
@@ -41,6 +43,10 @@ class MirrorRow:
     #: position of this row in the store when the batch loaded it (None: absent);
     #: the sink guards its write with it
     stored: Position | None = None
+    #: on the tombstone of a primary-key change's delete half: the row that moved to the
+    #: new key, kept so the create half (possibly in a later batch, after a crash or a
+    #: batch boundary between the two) takes its unchanged TOAST values from it
+    departed: dict[str, Any] | None = None
     _kid: str | None = field(default=None, repr=False, compare=False)
     _merged: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 

@@ -201,8 +201,9 @@ class Projector:
                 rkid = _kid(replaced)
                 toast_from = self._gone.get((ev.table, rkid))
                 if toast_from is None:
-                    prior = mirror.live(ev.table, rkid)
-                    toast_from = prior.row if prior is not None else None
+                    prior = mirror.get(ev.table, rkid)
+                    if prior is not None:
+                        toast_from = prior.row if prior.row is not None else prior.departed
             self._change(ev, dict(ev.key), ev.after, mirror, affected, fanout, toast_from)
 
     def _change(self, ev: ChangeEvent, key: dict[str, Any], after: Any, mirror: BatchMirror,
@@ -215,13 +216,15 @@ class Projector:
         current = mirror.get(table, kid)
         pre = current if current is not None and current.alive else None
         if current is None or current.position < ev.position:
-            row = None
+            row = departed = None
             if after is not None:
                 previous = pre.row if pre is not None and pre.row else toast_from
                 row = _row_of(self._columns[table], key, after, previous)
             elif pre is not None and pre.row:
                 self._gone[(table, kid)] = dict(pre.row)
-            post: MirrorRow | None = MirrorRow(table, dict(key), row, ev.position)
+                if _moves_key(ev):
+                    departed = dict(pre.row)
+            post: MirrorRow | None = MirrorRow(table, dict(key), row, ev.position, departed=departed)
             mirror.put(post)   # type: ignore[arg-type]
         else:
             post = current     # stale or replayed: state unchanged, keys still affected
@@ -340,6 +343,13 @@ def _replaced_key(ev: ChangeEvent) -> dict[str, Any] | None:
         return None
     old = ev.origin.get("old_key") if ev.origin else None
     return dict(old) if isinstance(old, Mapping) and old else None
+
+
+def _moves_key(ev: ChangeEvent) -> bool:
+    """Is this DELETE the first half of a primary-key change (Debezium's ``__debezium.newkey``
+    header, the old-key tuple of a pgoutput Update)? Its create half may come in a later
+    batch, so the tombstone keeps the row that moved."""
+    return ev.op == Op.DELETE and bool(ev.origin) and ev.origin.get("new_key") is not None
 
 
 def _old_key(ev: ChangeEvent) -> dict[str, Any] | None:

@@ -183,7 +183,7 @@ class MongoSwapper:
 
 
 # ---------------------------------------------------------------- ClickHouse
-MIRROR_COLUMNS = "source_table, key_id, key, row, canon, _version"
+MIRROR_COLUMNS = "source_table, key_id, key, row, canon, _version, departed"
 
 
 class ClickHouseSwapper:

@@ -24,7 +24,7 @@ from cdc_projector.engine.mirror import MirrorRow
 from cdc_projector.engine.plan import build_plan
 from cdc_projector.engine.projector import Projector
 from cdc_projector.errors import ProjectionError, SinkError, SinkLocked
-from cdc_projector.events import ChangeEvent, Op, Position, TableId
+from cdc_projector.events import UNCHANGED_TOAST, ChangeEvent, Op, Position, TableId
 from cdc_projector.expr import DATE, INT, TEXT, TIMESTAMP, TIMESTAMPTZ, SqlType
 from cdc_projector.sinks.base import StoredCheckpoint, ViewChange
 from cdc_projector.sinks.clickhouse import (AggregateView, ClickHouseSink, TableView, aggregate_spec, apply,
@@ -297,6 +297,20 @@ def test_sink_protocol_with_the_engine_projector(backend: tuple[str, str]) -> No
         assert ck is not None and ck.position == batch2[-1].position and ck.streams == {"pg:slot": batch2[-1].position.commit_lsn}
         stored = target.state.load(orders, [MirrorRow(orders, {"id": 12}, None, Position(0)).key_id])
         assert list(stored.values())[0].row is None                                    # tombstone kept
+        # a primary-key change split over two batches: the old key's tombstone keeps the
+        # row, and the create half takes its unchanged TOAST value (status) from it
+        seq[0] += 1
+        run([ChangeEvent(Op.DELETE, orders, {"id": 10}, {"id": 10}, None, Position(1000 + seq[0], 0),
+                         origin={"new_key": {"id": 20}})])
+        kid10 = MirrorRow(orders, {"id": 10}, None, Position(0)).key_id
+        [gone] = target.state.load(orders, [kid10]).values()
+        assert gone.row is None and gone.departed is not None and gone.departed["status"] == "paid"
+        run([ChangeEvent(Op.CREATE, orders, {"id": 20}, None,
+                         {"id": 20, "customer_id": 1, "total": D("5.00"), "status": UNCHANGED_TOAST},
+                         Position(1000 + seq[0], 1), origin={"old_key": {"id": 10}})])
+        assert target.read_view() == [
+            {"id": 11, "total": D("7.10"), "status": "paid", "customer_name": "Anna"},
+            {"id": 20, "total": D("5.00"), "status": "paid", "customer_name": "Anna"}]
     finally:
         sink.close()
 

@@ -96,6 +96,7 @@ def test_primary_key_change_becomes_delete_then_create() -> None:
     d, c = tx.events
     assert d.op is Op.DELETE and d.key == {"id": 1} and d.before == {"id": 1} and d.position.seq == 0
     assert c.op is Op.CREATE and c.key == {"id": 2} and c.after["id"] == 2 and c.position.seq == 1
+    assert d.origin["new_key"] == {"id": 2} and c.origin["old_key"] == {"id": 1}   # as Debezium's headers
 
 
 def test_replica_identity_full_uses_primary_key_and_keeps_old_row() -> None:

@@ -72,8 +72,14 @@ class ClickHouseStateStore:
                 for _, key, row, ver in found]
 
     def load(self, table: TableId, key_ids: Collection[str]) -> dict[str, "MirrorRow"]:
-        found = self._state.mirror_load(self.projection, table, list(key_ids))
-        return {r.key_id: r for r in self._rows(table, found)}
+        from ...engine.mirror import MirrorRow
+        from .state import position_of
+        out = {}
+        for _, key, row, ver, departed in self._state.mirror_load(self.projection, table, list(key_ids)):
+            r = MirrorRow(table, loads(key), None if row is None else loads(row), position_of(int(ver)),
+                          departed=None if departed is None else loads(departed))
+            out[r.key_id] = r
+        return out
 
     def find_by_column(self, table: TableId, column: str, values: Collection[Any]) -> list["MirrorRow"]:
         from ...engine.mirror import key_id
@@ -92,7 +98,7 @@ class ClickHouseStateStore:
             canon = {} if r.row is None else {c: value_id(v) for c, v in r.as_row().items()}
             out.append([self.projection, str(r.table), r.key_id, dumps(r.key),
                         None if r.row is None else dumps(r.row), orjson.dumps(canon).decode(),
-                        version(r.position)])
+                        version(r.position), None if r.departed is None else dumps(r.departed)])
         if out:
             self._state.mirror_write(out)
 

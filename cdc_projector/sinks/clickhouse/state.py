@@ -4,7 +4,8 @@
   row per projection (streams as JSON, highest applied position, commit time).
 * ``_cdcp_mirror`` - ``ReplacingMergeTree(_version) ORDER BY (projection_name, source_table,
   key_id)``: the source rows a projection reads (typed JSON), tombstones as
-  ``row = NULL``; ``_version`` is the row's source position, so a replayed older
+  ``row = NULL`` (a primary-key change's tombstone keeps the row that moved in
+  ``departed``); ``_version`` is the row's source position, so a replayed older
   change never replaces a newer one.
 
 A source :class:`~cdc_projector.events.Position` becomes the ``UInt128`` version
@@ -137,8 +138,10 @@ class StateTables:
         self.ch.command(
             f"CREATE TABLE IF NOT EXISTS {self.ch.qualified(MIRROR)} ("
             "projection_name String, source_table String, key_id String, key String, row Nullable(String), "
-            "canon String, _version UInt128"
+            "canon String, _version UInt128, departed Nullable(String)"
             ") ENGINE = ReplacingMergeTree(_version) ORDER BY (projection_name, source_table, key_id)")
+        # mirrors written before `departed` existed
+        self.ch.command(f"ALTER TABLE {self.ch.qualified(MIRROR)} ADD COLUMN IF NOT EXISTS departed Nullable(String)")
         self._ensured = True
 
     # -- checkpoints -------------------------------------------------------
@@ -165,11 +168,12 @@ class StateTables:
 
     # -- mirror --------------------------------------------------------------
     def mirror_load(self, projection: str, table: TableId,
-                    key_ids: Collection[str]) -> list[tuple[str, str, str | None, int]]:
+                    key_ids: Collection[str]) -> list[tuple[str, str, str | None, int, str | None]]:
+        """Rows and tombstones: ``(key_id, key, row, _version, departed)``."""
         if not key_ids:
             return []
         return [tuple(r) for r in self.ch.query(  # type: ignore[misc]
-            f"SELECT key_id, key, row, _version FROM {self.ch.qualified(MIRROR)} FINAL "
+            f"SELECT key_id, key, row, _version, departed FROM {self.ch.qualified(MIRROR)} FINAL "
             "WHERE projection_name = {p:String} AND source_table = {t:String} AND key_id IN {k:Array(String)}",
             {"p": projection, "t": str(table), "k": list(key_ids)})]
 
@@ -190,8 +194,10 @@ class StateTables:
             {"p": projection, "t": str(table)})]
 
     def mirror_write(self, rows: list[list[Any]]) -> None:
-        self.ch.insert(MIRROR, rows, ["projection_name", "source_table", "key_id", "key", "row", "canon", "_version"],
-                       ["String", "String", "String", "String", "Nullable(String)", "String", "UInt128"])
+        self.ch.insert(MIRROR, rows, ["projection_name", "source_table", "key_id", "key", "row", "canon", "_version",
+                                      "departed"],
+                       ["String", "String", "String", "String", "Nullable(String)", "String", "UInt128",
+                        "Nullable(String)"])
 
     def drop_projection(self, projection: str) -> None:
         for table in (CHECKPOINTS, MIRROR):

@@ -7,6 +7,7 @@ Per projection, in the sink's database:
   single-column key, a sub-document ``{column: value}`` for a composite one);
 * ``_cdcp_<projection>_rows``: the mirror (one document per source row:
   ``t`` table, ``k`` key, ``r`` kept columns or null for a tombstone,
+  ``g`` on the tombstone of a primary-key change the row that moved to the new key,
   ``pl``/``ps`` the position, ``x`` the values of the columns embeds and lookups
   query as ``column=value_id`` tokens), indexed on ``t`` and ``x``;
 * ``_cdcp_checkpoints``: ``{_id: projection, streams: [{s, o}], lsn, seq,
@@ -108,7 +109,10 @@ class MongoStateStore:
     def _decode(doc: Mapping[str, Any]) -> MirrorRow:
         key = {c: from_mirror(v) for c, v in doc["k"].items()}
         row = None if doc.get("r") is None else {c: from_mirror(v) for c, v in doc["r"].items()}
-        return MirrorRow(TableId.parse(doc["t"]), key, row, Position(int(doc["pl"]), int(doc["ps"])))
+        gone = doc.get("g")
+        departed = None if gone is None else {c: from_mirror(v) for c, v in gone.items()}
+        return MirrorRow(TableId.parse(doc["t"]), key, row, Position(int(doc["pl"]), int(doc["ps"])),
+                         departed=departed)
 
     def encode(self, row: MirrorRow) -> dict[str, Any]:
         doc = {
@@ -117,6 +121,8 @@ class MongoStateStore:
             "r": None if row.row is None else {c: self._enc(v) for c, v in row.row.items()},
             "pl": row.position.commit_lsn, "ps": row.position.seq,
         }
+        if row.departed is not None:
+            doc["g"] = {c: self._enc(v) for c, v in row.departed.items()}
         if row.row is not None and self._indexed.get(row.table):
             doc["x"] = [lookup_token(c, row.value(c)) for c in self._indexed[row.table]]
         return doc

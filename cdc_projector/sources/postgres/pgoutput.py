@@ -247,12 +247,15 @@ class PgOutputDecoder:
 
     def _emit(self, op: Op, table: TableId | None, key: dict[str, Any] | None,
               before: dict[str, Any] | None, after: dict[str, Any] | None, lsn: int,
-              message: dict[str, Any] | None = None, old_key: dict[str, Any] | None = None) -> None:
+              message: dict[str, Any] | None = None, old_key: dict[str, Any] | None = None,
+              new_key: dict[str, Any] | None = None) -> None:
         tx = self._tx
         assert tx is not None
         origin: dict[str, Any] = {"stream": self.stream_id, "lsn": lsn}
         if old_key is not None:       # create half of a primary-key change (as Debezium's oldkey header)
             origin["old_key"] = old_key
+        if new_key is not None:       # delete half of a primary-key change (as Debezium's newkey header)
+            origin["new_key"] = new_key
         if tx.origin:
             origin["origin"] = tx.origin
         tx.events.append(ChangeEvent(op, table, key, before, after, Position(tx.final_lsn, tx.seq),
@@ -285,7 +288,7 @@ class PgOutputDecoder:
                     old_key = {k: old[k] for k in keys} or None
                     if old_key != new_key:
                         self._emit(Op.DELETE, rel.table, old_key,
-                                   old if full_old else old_key, None, lsn)
+                                   old if full_old else old_key, None, lsn, new_key=new_key)
                         self._emit(Op.CREATE, rel.table, new_key, None, new, lsn, old_key=old_key)
                         return
                 self._emit(Op.UPDATE, rel.table, new_key, old if full_old else None, new, lsn)
