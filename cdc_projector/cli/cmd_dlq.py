@@ -11,7 +11,7 @@ import click
 import orjson
 
 from ..config.loader import DEFAULT_PATH, load_config
-from ..engine.app import Project
+from ..engine.app import Project, catalog_if_needed
 from ..engine.deadletter import DISCARDED, OPEN, REPLAYED, DeadLetter, event_to_json
 from ..engine.projector import Projector
 from ..errors import CdcProjectorError
@@ -23,7 +23,7 @@ _json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 def _open(config_path: str, name: str) -> Project:
     loaded = load_config(config_path)
-    return Project.open(loaded.project, [name])
+    return Project.open(loaded.project, [name], catalog=catalog_if_needed(loaded.project, [name]))
 
 
 def _letters(project: Project, name: str, ids: tuple[str, ...], all_open: bool) -> list[DeadLetter]:
@@ -111,7 +111,8 @@ def replay_cmd(config_path: str, all_open: bool, name: str, ids: tuple[str, ...]
     """Re-apply dead-lettered events through the (fixed) projection.
 
     Events already applied to the mirror are not applied twice (positions guard
-    them); the documents they affect are recomputed. An entry that fails again
+    them); the documents they affect are recomputed. A row the sink refused is
+    recomputed from the mirror and written again. An entry that fails again
     stays open with the new reason shown.
     """
     project = _open(config_path, name)
@@ -122,17 +123,26 @@ def replay_cmd(config_path: str, all_open: bool, name: str, ids: tuple[str, ...]
         store = project.sinks[plan.sink].dead_letters()
         projector = Projector(plan)
         for letter in _letters(project, name, ids, all_open):
-            if not letter.events:
+            refused = letter.refused_key
+            if letter.events:
+                result = projector.process(letter.events, target.state)
+            elif refused is not None:
+                result = projector.recompute([refused], target.state)
+            else:
                 click.echo(f"{letter.id}: raw undecodable message, nothing to replay "
                            f"(fix the producer, then `dlq discard`)", err=True)
                 failed += 1
                 continue
-            result = projector.process(letter.events, target.state)
             if result.failures:
                 click.echo(f"{letter.id}: still failing: {result.failures[0].reason}", err=True)
                 failed += 1
                 continue
-            target.write(result.changes, result.rows, None)
+            stats = target.write(result.changes, result.rows, None)
+            if stats.rejected:
+                click.echo(f"{letter.id}: still failing: the sink refused {stats.rejected} row(s) again "
+                           f"(see `dlq list {name}`)", err=True)
+                failed += 1
+                continue
             store.resolve(name, letter.id, REPLAYED, {"by": _who(), "at": time.time(),
                                                       "documents": len(result.changes)})
             click.echo(f"{letter.id}: replayed ({len(result.changes)} document(s) recomputed)")

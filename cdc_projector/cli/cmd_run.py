@@ -3,24 +3,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
 
 import click
 
 from ..config.loader import DEFAULT_PATH, load_config
-from ..config.models import ProjectFile
-from ..engine.app import Project, source_catalog
+from ..engine.app import Project, catalog_if_needed
 from ..engine.runner import Runner
-
-
-def _catalog_if_needed(project: "ProjectFile", names: tuple[str, ...]) -> "dict[Any, Any] | None":
-    """Source column types when a selected projection goes to ClickHouse (typed columns:
-    exact Decimal/DateTime64, min/max measures); None otherwise or without source.dsn."""
-    selected = [p for n, p in project.projections.items() if not names or n in names]
-    if not project.source.dsn or not any(project.sinks[p.sink].type == "clickhouse"
-                                         for p in selected if p.sink in project.sinks):
-        return None
-    return source_catalog(project)
 
 
 @click.command("run")
@@ -39,7 +27,7 @@ def run(config_path: str, source_kind: str, names: tuple[str, ...], log_level: s
     logging.basicConfig(stream=sys.stderr, level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loaded = load_config(config_path)
-    project = Project.open(loaded.project, names, catalog=_catalog_if_needed(loaded.project, names))
+    project = Project.open(loaded.project, names, catalog=catalog_if_needed(loaded.project, names))
     try:
         pipelines = project.pipelines(source_kind)  # type: ignore[arg-type]
         runner = Runner(pipelines)

@@ -64,6 +64,17 @@ def source_catalog(project: ProjectFile, dsn: str | None = None) -> dict[TableId
     return {t: dict(info.columns) for t, info in read_catalog(dsn, tables).items()}
 
 
+def catalog_if_needed(project: ProjectFile, names: Sequence[str] = ()) -> dict[TableId, dict[str, SqlType]] | None:
+    """Source column types when a selected projection goes to ClickHouse (typed columns:
+    exact Decimal/DateTime64, min/max measures: a plan without them does not match the
+    stored layout); None otherwise or without source.dsn."""
+    selected = [p for n, p in project.projections.items() if not names or n in names]
+    if not project.source.dsn or not any(project.sinks[p.sink].type == "clickhouse"
+                                         for p in selected if p.sink in project.sinks):
+        return None
+    return source_catalog(project)
+
+
 @dataclass
 class Project:
     """Plans, connected sinks and targets of the selected projections."""

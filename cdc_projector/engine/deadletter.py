@@ -42,6 +42,13 @@ class DeadLetter:
     #: who/when/why for replays and discards
     resolution: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def refused_key(self) -> dict[str, Any] | None:
+        """The root key of a view row the sink refused (``origin['row_key']``; no events: the
+        row is recomputed from the mirror on replay), else None."""
+        key = self.origin.get("row_key")
+        return dict(key) if isinstance(key, dict) and key else None
+
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly one-line view (for ``dlq list``)."""
         first = self.events[0] if self.events else None

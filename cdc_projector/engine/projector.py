@@ -163,6 +163,17 @@ class Projector:
         result.affected = len(seen)
         return True
 
+    def recompute(self, keys: Sequence[Mapping[str, Any]], store: StateStore) -> BatchResult:
+        """The view changes of these root keys recomputed from the mirror alone, without an
+        event: what `dlq replay` writes for a row the sink refused, once the projection is
+        fixed (a root deleted since yields its removal, an unknown key nothing)."""
+        mirror = BatchMirror(store)
+        affected: dict[str, list[ChangeEvent]] = {_kid(key): [] for key in keys}
+        result = BatchResult(events=0)
+        result.affected = len(affected)
+        result.changes = self._recompute(affected, mirror, result.failures)
+        return result
+
     def _preload(self, events: Sequence[ChangeEvent], mirror: BatchMirror, fresh: bool = False) -> None:
         keys: dict[TableId, set[str]] = defaultdict(set)
         for ev in events:

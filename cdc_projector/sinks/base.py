@@ -79,6 +79,8 @@ class WriteStats:
     deleted: int = 0
     unchanged: int = 0
     mirror_rows: int = 0
+    #: view rows the sink refused (each became a dead letter; the stored row is unchanged)
+    rejected: int = 0
 
 
 class ProjectionTarget(Protocol):

@@ -106,6 +106,25 @@ def test_bad_rows_go_to_dead_letters_and_the_rest_flows(pgdb: PgDb, tmp_path: Pa
     assert "division by zero" in letters["bad_ratio"].lower() and zero in letters["bad_ratio"]
     assert "does not fit" in letters["bad_decimal"] and huge in letters["bad_decimal"], letters["bad_decimal"]
 
+    # `dlq replay` of the refused row: failing again while the projection is unchanged, written
+    # (recomputed from the mirror, no event needed) once the projection is fixed
+    def dlq(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", "from cdc_projector.cli import main; main()", "dlq",
+                               *args[:1], "-c", str(projector.config), *args[1:]],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT, env=projector.env)
+    again = dlq("replay", "--all", "bad_decimal")
+    assert again.returncode != 0 and "still failing" in again.stderr, again
+    config = yaml.safe_load(projector.config.read_text())
+    # the fix keeps the column's type (unconstrained numeric), so no rebuild is needed
+    config["projections"]["bad_decimal"]["fields"]["scaled"] = "CASE WHEN price = 7777 THEN price * 1.0 ELSE price END"
+    projector.config.write_text(yaml.safe_dump(config, sort_keys=False))
+    done = dlq("replay", "--all", "bad_decimal")
+    assert done.returncode == 0 and "replayed (1 document(s) recomputed)" in done.stdout, done
+    assert dlq("list", "bad_decimal").stdout.count("open") == 0
+    got = projector.dump({"bad_decimal": "SELECT sku, name, scaled FROM analytics.bad_decimal"})
+    scaled = {r["sku"]: r for r in got["bad_decimal"]}
+    assert len(scaled) == 12 and scaled[huge]["scaled"] == Decimal(7777), scaled[huge]
+
 
 def test_locked_chdb_directory_is_one_clear_line(pgdb: PgDb, tmp_path: Path) -> None:  # noqa: F811
     seed(pgdb.dsn, customers=10, products=10, orders=10, seed=2)

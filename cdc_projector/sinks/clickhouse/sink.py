@@ -189,7 +189,7 @@ class ClickHouseProjectionTarget:
         the failure becomes a dead letter (the mirror still advances, like an expression error)."""
         from ...engine.deadletter import DeadLetter, letter_id
         reason = f"{error.message} ({error.hint})" if error.hint else error.message
-        origin = {"sink": self._sink.name, "key": dumps(dict(change.key))}
+        origin = {"sink": self._sink.name, "key": dumps(dict(change.key)), "row_key": dict(change.key)}
         letter = DeadLetter(id=letter_id(self.plan.name, [], f"{reason}|{origin['key']}"),
                             projection=self.plan.name, reason=reason,
                             raw=dumps(None if change.values is None else dict(change.values)), origin=origin)
@@ -227,6 +227,7 @@ class ClickHouseProjectionTarget:
             flat = self._flatten(changes) if self.plan.kind == "table" else list(changes)
             rejected: list[tuple[ViewChange, ProjectionError]] = []
             stats.upserted, stats.deleted = self._view.write(flat, ver, rejected)
+            stats.rejected = len(rejected)
             for change, error in rejected:
                 self._dead_letter(change, error)
         self._state.write(rows)
