@@ -93,11 +93,11 @@ def load_config(path: str | Path = DEFAULT_PATH, *, env: Mapping[str, str] | Non
             errors.append(pos[()].error("a projection file must be a mapping (version, source, sinks, runtime, projections)"))
             continue
         _merge(data, pos, merged, positions, origin, errors)
-    project = _validate_models(merged, positions, errors)
-    loaded = LoadedConfig(project, files, positions)
-    if project is not None:
+    project = _validate_models(merged, positions, errors)     # None: errors say why
+    loaded = None if project is None else LoadedConfig(project, files, positions)
+    if loaded is not None:
         errors.extend(cross_check(loaded, check_expressions=check_expressions))
-    if errors:
+    if errors or loaded is None:
         errors.sort(key=lambda e: (e.file or "", e.line or 0, e.col or 0))
         raise ConfigErrors(errors)
     return loaded
@@ -243,14 +243,16 @@ def cross_check(loaded: LoadedConfig, *, check_expressions: bool = True) -> list
 def _check_tables(loaded: LoadedConfig, name: str, proj: Projection) -> list[ConfigError]:
     base = ("projections", name)
     out = []
-    refs = [(base + ("from",), proj.from_)]
+    refs: list[tuple[tuple[str, ...], str]] = [(base + ("from",), proj.from_)]
     refs += [(base + ("lookups", k, "from"), lk.from_) for k, lk in proj.lookups.items()]
     refs += [(base + ("embeds", k, "from"), em.from_) for k, em in proj.embeds.items()]
     for path, ref in refs:
         if not TABLE_RE.match(ref):
             out.append(loaded.error(path, f"table {ref!r} must be `schema.table` (letters, digits, underscores)"))
-    for path, col in [(base + ("lookups", k, "key"), lk.key) for k, lk in proj.lookups.items()] + \
-                     [(base + ("embeds", k, "key"), em.key) for k, em in proj.embeds.items()]:
+    keys: list[tuple[tuple[str, ...], str]] = [(base + ("lookups", k, "key"), lk.key)
+                                              for k, lk in proj.lookups.items()]
+    keys += [(base + ("embeds", k, "key"), em.key) for k, em in proj.embeds.items()]
+    for path, col in keys:
         if not IDENT_RE.match(col):
             out.append(loaded.error(path, f"key {col!r} must be a column name"))
     return out

@@ -17,7 +17,7 @@ import decimal
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import orjson
 
@@ -122,12 +122,15 @@ def _dec(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
     (tag, v), = value.items()
-    return {
-        "$toast": lambda _: UNCHANGED_TOAST, "$f": float, "$n": decimal.Decimal,
-        "$dt": dt.datetime.fromisoformat, "$d": dt.date.fromisoformat,
-        "$tm": dt.time.fromisoformat, "$u": uuid.UUID, "$b": base64.b64decode,
-        "$o": lambda items: {k: _dec(x) for k, x in items}, "$s": str,
-    }[tag](v)
+    return _DECODERS[tag](v)
+
+
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "$toast": lambda _: UNCHANGED_TOAST, "$f": float, "$n": decimal.Decimal,
+    "$dt": dt.datetime.fromisoformat, "$d": dt.date.fromisoformat,
+    "$tm": dt.time.fromisoformat, "$u": uuid.UUID, "$b": base64.b64decode,
+    "$o": lambda items: {k: _dec(x) for k, x in items}, "$s": str,
+}
 
 
 def _row(m: Any) -> Any:

@@ -42,7 +42,7 @@ def _const(value: Any, type_: SqlType, is_null: bool = False) -> _Node:
     return _Node(lambda row: value, type_, value, is_null)
 
 
-def parse_sql(text: str) -> exp.Expression:
+def parse_sql(text: str) -> exp.Expr:
     """Parse one expression; syntax errors become ExpressionError with the column."""
     if not text or not text.strip():
         raise ExpressionError("empty expression", expr_col=1)
@@ -59,13 +59,13 @@ def parse_sql(text: str) -> exp.Expression:
                               expr_col=max(1, min(col, len(text)))) from None
     except sqlglot.errors.TokenError as exc:
         raise ExpressionError(f"syntax error in expression {text!r}: {exc}", expr_col=1) from None
-    trees = [t for t in trees if t is not None]
-    if len(trees) != 1:
-        raise ExpressionError(f"expected one expression, got {len(trees)}: {text!r}", expr_col=1)
-    return trees[0]
+    found = [t for t in trees if t is not None]
+    if len(found) != 1:
+        raise ExpressionError(f"expected one expression, got {len(found)}: {text!r}", expr_col=1)
+    return found[0]
 
 
-def position(node: exp.Expression) -> int:
+def position(node: exp.Expr) -> int:
     """1-based column of the leftmost token of ``node`` inside the expression text."""
     starts = [n.meta["start"] for n in node.walk() if isinstance(n.meta, dict) and "start" in n.meta]
     if isinstance(node, exp.Func) and isinstance(node.meta, dict) and "start" in node.meta:
@@ -82,11 +82,11 @@ class Compiler:
     used: set[str] = field(default_factory=set)
 
     # ------------------------------------------------------------ helpers
-    def error(self, node: exp.Expression | None, message: str) -> ExpressionError:
+    def error(self, node: exp.Expr | None, message: str) -> ExpressionError:
         col = position(node) if node is not None else 1
         return ExpressionError(f"{message} (in expression {self.text!r})", expr_col=col)
 
-    def coerce_literal(self, n: _Node, target: SqlType, where: exp.Expression) -> _Node:
+    def coerce_literal(self, n: _Node, target: SqlType, where: exp.Expr) -> _Node:
         """Turn an untyped string literal into a constant of ``target`` (as PostgreSQL does)."""
         if not n.is_literal_text or target.kind in ("unknown", "any"):
             return n
@@ -102,7 +102,7 @@ class Compiler:
             raise self.error(where, f"invalid literal for type {target}: {n.const!r}") from None
         return _const(value, target)
 
-    def common_type(self, nodes: list[_Node], where: exp.Expression, what: str) -> SqlType:
+    def common_type(self, nodes: list[_Node], where: exp.Expr, what: str) -> SqlType:
         """PostgreSQL's select_common_type, reduced to the types modelled here."""
         types = [n.type for n in nodes if n.type.kind != "unknown"]
         if not types:
@@ -140,14 +140,14 @@ class Compiler:
             return lambda row: rt.cast(fn(row), kind)
         return fn
 
-    def expect(self, n: _Node, ok: Callable[[SqlType], bool], node: exp.Expression, what: str) -> None:
+    def expect(self, n: _Node, ok: Callable[[SqlType], bool], node: exp.Expr, what: str) -> None:
         if n.type.kind in ("any",) or (n.is_null and n.type.kind == "unknown"):
             return
         if not ok(n.type):
             raise self.error(node, f"{what}, got {n.type}")
 
     # ------------------------------------------------------------ dispatch
-    def compile(self, node: exp.Expression) -> _Node:
+    def compile(self, node: exp.Expr) -> _Node:
         handler = _HANDLERS.get(type(node))
         if handler is None:
             name = type(node).__name__
@@ -232,8 +232,8 @@ class Compiler:
         return _Node(lambda row: rt.negate(fa(row)), a.type)
 
     # ------------------------------------------------------------ comparison / logic
-    def comparable(self, a: _Node, b: _Node, node: exp.Expression,
-                   na: exp.Expression, nb: exp.Expression) -> tuple[_Node, _Node]:
+    def comparable(self, a: _Node, b: _Node, node: exp.Expr,
+                   na: exp.Expr, nb: exp.Expr) -> tuple[_Node, _Node]:
         if a.is_literal_text and b.type.kind != "unknown":
             a = self.coerce_literal(a, b.type, na)
         if b.is_literal_text and a.type.kind != "unknown":
@@ -261,13 +261,13 @@ class Compiler:
         if a.column is not None and b.const is not _NOCONST and type(b.const) in _NATIVE_TYPES:
             name, y, ty = a.column, b.const, type(b.const)
 
-            def fn(row: Row) -> bool | None:
+            def column_vs_constant(row: Row) -> bool | None:
                 x = row.get(name)
                 if type(x) is ty:
                     return native(x, y)
                 c = rt.compare(x, y)
                 return None if c is None else test(c)
-            return _Node(fn, BOOL)
+            return _Node(column_vs_constant, BOOL)
 
         def fn(row: Row) -> bool | None:
             x, y = fa(row), fb(row)
@@ -278,7 +278,7 @@ class Compiler:
             return None if c is None else test(c)
         return _Node(fn, BOOL)
 
-    def boolean(self, node: exp.Expression) -> Callable[[Row], Any]:
+    def boolean(self, node: exp.Expr) -> Callable[[Row], Any]:
         n = self.compile(node)
         if n.is_literal_text and not n.is_null:
             n = self.coerce_literal(n, BOOL, node)
@@ -372,7 +372,7 @@ class Compiler:
             return None if a is None or b is None else True
         return _Node(fn, BOOL)
 
-    def c_like(self, node: exp.Expression, escape: exp.Expression | None = None) -> _Node:
+    def c_like(self, node: exp.Expr, escape: exp.Expr | None = None) -> _Node:
         ignore_case = isinstance(node, exp.ILike)
         value = self.coerce_literal(self.compile(node.this), TEXT, node.this)
         pattern = self.coerce_literal(self.compile(node.expression), TEXT, node.expression)
@@ -412,8 +412,7 @@ class Compiler:
             cond_node = branch.this
             if subject is not None:
                 s, w = self.comparable(subject, self.compile(cond_node), branch, node.this, cond_node)
-                fs, fw = s.fn, w.fn
-                conds.append(lambda row, fs=fs, fw=fw: rt.compare(fs(row), fw(row)) == 0)
+                conds.append(_equal(s.fn, w.fn))
             else:
                 conds.append(self.boolean(cond_node))
             results.append(self.compile(branch.args["true"]))
@@ -457,7 +456,7 @@ class Compiler:
         return _Node(fn, TEXT if a.type.kind == "unknown" else a.type)
 
     # ------------------------------------------------------------ text
-    def text_arg(self, node: exp.Expression, fname: str) -> Callable[[Row], Any]:
+    def text_arg(self, node: exp.Expr, fname: str) -> Callable[[Row], Any]:
         n = self.coerce_literal(self.compile(node), TEXT, node)
         self.expect(n, lambda t: t.kind == "text", node, f"{fname}() needs text")
         return n.fn
@@ -538,7 +537,7 @@ class Compiler:
         return _Node(fn, NUMERIC)
 
     # ------------------------------------------------------------ dates
-    def c_date(self, node: exp.Expression) -> _Node:
+    def c_date(self, node: exp.Expr) -> _Node:
         arg = node.this
         a = self.compile(arg)
         if a.is_literal_text:
@@ -547,7 +546,7 @@ class Compiler:
         fa = a.fn
         return _Node(lambda row: rt.to_date(fa(row)), DATE)
 
-    def c_date_trunc(self, node: exp.Expression) -> _Node:
+    def c_date_trunc(self, node: exp.Expr) -> _Node:
         unit_node = node.args.get("unit")
         unit_text = unit_node.name if isinstance(unit_node, (exp.Var, exp.Literal, exp.Identifier)) else None
         unit = rt.normalize_unit(unit_text or "")
@@ -603,7 +602,7 @@ class Compiler:
         fa, kind = a.fn, target.kind
         return _Node(lambda row: rt.cast(fa(row), kind, **opts), target)
 
-    def cast_target(self, to: exp.DataType, node: exp.Expression) -> tuple[SqlType, dict[str, Any]]:
+    def cast_target(self, to: exp.DataType, node: exp.Expr) -> tuple[SqlType, dict[str, Any]]:
         t = to.this
         D = exp.DataType.Type
         params = [int(p.this.this) if isinstance(p.this, exp.Literal) else None for p in to.expressions]
@@ -668,7 +667,7 @@ for _cls in _CMP:
     _HANDLERS[_cls] = Compiler.c_compare
 
 
-def compile_node(text: str, tree: exp.Expression, columns: Mapping[str, SqlType] | None,
+def compile_node(text: str, tree: exp.Expr, columns: Mapping[str, SqlType] | None,
                  predicate: bool = False) -> Compiled:
     """Compile an already-parsed tree (used by order_by and measures)."""
     c = Compiler(text, columns)
@@ -716,7 +715,14 @@ def compile_order(text: str, columns: Mapping[str, SqlType] | None) -> list[Orde
     return items
 
 
-def _shift(tree: exp.Expression, delta: int) -> None:
+def _shift(tree: exp.Expr, delta: int) -> None:
     for n in tree.walk():
         if isinstance(n.meta, dict) and "start" in n.meta:
             n.meta["start"] += delta
+
+
+def _equal(fa: Callable[[Row], Any], fb: Callable[[Row], Any]) -> Callable[[Row], bool]:
+    """``a = b`` as a simple CASE compares its subject with a WHEN value."""
+    def equal(row: Row) -> bool:
+        return rt.compare(fa(row), fb(row)) == 0
+    return equal

@@ -1,7 +1,7 @@
 """Aggregate measures: ``count(*)``, ``count([distinct] x)``, ``sum``, ``avg``, ``min``, ``max``."""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, cast
 
 from sqlglot import exp
 
@@ -10,7 +10,7 @@ from .api import Measure
 from .compiler import compile_node, parse_sql, position
 from .types import ANY, FLOAT, INT, NUMERIC, SqlType
 
-_FUNCS = {exp.Count: "count", exp.Sum: "sum", exp.Avg: "avg", exp.Min: "min", exp.Max: "max"}
+_FUNCS: dict[type[exp.Expr], str] = {exp.Count: "count", exp.Sum: "sum", exp.Avg: "avg", exp.Min: "min", exp.Max: "max"}
 _HELP = "expected count(*), count(x), count(distinct x), sum(x), avg(x), min(x) or max(x)"
 
 
@@ -34,7 +34,8 @@ def parse(text: str, columns: Mapping[str, SqlType] | None) -> Measure:
         raise ExpressionError(f"{func}() takes exactly one argument: {text!r}", expr_col=position(tree))
     for sub in arg.walk():
         if isinstance(sub, tuple(_FUNCS)):
-            raise ExpressionError(f"nested aggregates are not allowed: {text!r}", expr_col=position(sub))
+            raise ExpressionError(f"nested aggregates are not allowed: {text!r}",
+                                  expr_col=position(cast("exp.Expr", sub)))
     compiled = compile_node(arg.sql(dialect="postgres"), arg, columns)
     kind = compiled.type.kind
     if func in ("sum", "avg") and kind not in ("int", "numeric", "float", "any"):

@@ -27,7 +27,9 @@ def compare_rows(order: Sequence[OrderItem], a: Sequence[Any], b: Sequence[Any])
 def make_sort_key(order: Sequence[OrderItem]) -> Callable[[Row], Any]:
     """A ``key=`` function evaluating each order expression once per row."""
     fns = [item.expr.fn for item in order]
-    cmp_key = functools.cmp_to_key(lambda a, b: compare_rows(order, a, b))
+    def cmp(a: Sequence[Any], b: Sequence[Any]) -> int:
+        return compare_rows(order, a, b)
+    cmp_key = functools.cmp_to_key(cmp)
 
     def key(row: Row) -> Any:
         return cmp_key(tuple(f(row) for f in fns))

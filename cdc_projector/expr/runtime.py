@@ -586,16 +586,16 @@ def _parse_text(text: str, kind: str) -> Any:
             raise ValueError(text)
         day = dt.date.fromisoformat(m[1])
         clock = dt.time.fromisoformat(_pad_time(m[2])) if m[2] else dt.time()
-        value = dt.datetime.combine(day, clock)
+        stamp = dt.datetime.combine(day, clock)
         if kind == "timestamp":
-            return value
+            return stamp
         zone = m[3]
         if zone and zone.upper() != "Z":
             sign = -1 if zone[0] == "-" else 1
             digits = zone[1:].replace(":", "")
             off = dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
-            return (value - sign * off).replace(tzinfo=UTC)
-        return value.replace(tzinfo=UTC)
+            return (stamp - sign * off).replace(tzinfo=UTC)
+        return stamp.replace(tzinfo=UTC)
     if kind == "time":
         m = _TIME_RE.match(text)
         if not m:

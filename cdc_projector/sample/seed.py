@@ -119,9 +119,9 @@ def generate(*, customers: int, products: int, orders: int, seed: int) -> dict[s
     pay_rows: list[tuple[Any, ...]] = []
     skus = list(prices)
     for oid in range(1, orders + 1):
-        cid = rng.randint(1, customers) if customers else None
-        if cid is None:
+        if not customers:
             break
+        cid = rng.randint(1, customers)
         placed = data.timestamp(data.BASE_TIME, data.SEED_SPAN, rng)
         status = rng.choices(data.STATUSES, weights=(2, 4, 3, 3, 1))[0]
         total = Decimal(0)
@@ -161,7 +161,8 @@ def seed(dsn: str, *, customers: int = 200, products: int = 50, orders: int = 10
         with conn.cursor() as cur:
             for table in TABLES:
                 cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(table)))
-                if cur.fetchone()[0]:
+                found = cur.fetchone()
+                if found is not None and found[0]:
                     raise SourceError(f"table public.{table} already has rows; seeding needs empty tables",
                                       hint="seed a fresh database (cdc-projector sample init)")
             for table in TABLES:

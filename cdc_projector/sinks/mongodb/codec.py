@@ -151,7 +151,8 @@ def from_mirror(value: Any) -> Any:
         return int(value)       # bson Int64
     if not isinstance(value, dict):
         return value
-    tag, v = value.get("__t"), value.get("v")
+    tag = value.get("__t")
+    v: Any = value.get("v")
     if tag == "i":
         return int(v)
     if tag == "f":

@@ -115,7 +115,7 @@ class MongoStateStore:
                          departed=departed)
 
     def encode(self, row: MirrorRow) -> dict[str, Any]:
-        doc = {
+        doc: dict[str, Any] = {
             "_id": MongoStateStore.doc_id(row.table, row.key_id), "t": str(row.table),
             "k": {c: self._enc(v) for c, v in row.key.items()},
             "r": None if row.row is None else {c: self._enc(v) for c, v in row.row.items()},
@@ -390,7 +390,7 @@ class MongoSink:
         try:
             # a write stuck in the server (seen on FerretDB v1) times out, is reported as
             # SinkUnavailable and retried (every write is idempotent) instead of hanging forever
-            client = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=self.timeout_ms,
+            client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=self.timeout_ms,
                                          connectTimeoutMS=self.timeout_ms,
                                          socketTimeoutMS=SOCKET_TIMEOUT_MS, tz_aware=True)
         except (pe.ConfigurationError, pe.InvalidURI, ValueError, TypeError) as exc:

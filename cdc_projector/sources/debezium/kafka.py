@@ -138,6 +138,9 @@ class DebeziumKafkaSource:
     kafka-python settings (security, client id...).
     """
 
+    #: never: a fresh snapshot is Debezium's to take, and its events overwrite by position
+    fresh_start = False
+
     def __init__(self, *, bootstrap_servers: str | Sequence[str], group_id: str, topic_prefix: str,
                  tables: Iterable[str | TableId], decoder: DebeziumDecoder | None = None,
                  include_transaction_topic: bool = False, max_poll_interval_ms: int = 600_000,

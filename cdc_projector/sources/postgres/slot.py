@@ -37,6 +37,7 @@ def connect(dsn: str, *, replication: bool = False, autocommit: bool = True) -> 
     Driver errors become :class:`SourceError`; the DSN (and its password) is never
     part of the message.
     """
+    conn: Any
     try:
         if replication:
             conn = psycopg2.connect(dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection,

@@ -24,7 +24,9 @@ from typing import Any, Callable
 
 import orjson
 
-ValueDecoder = Callable[[str], Any]
+#: a column's decoder: its text (``str``), or the raw ``bytes`` for the decoders that
+#: parse bytes themselves (see ``pgoutput._mode``)
+ValueDecoder = Callable[[Any], Any]
 
 #: libpq ``options`` pinning the text formats the decoders expect
 SESSION_OPTIONS = ("-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres "
