@@ -184,6 +184,8 @@ class MongoSwapper:
 
 # ---------------------------------------------------------------- ClickHouse
 MIRROR_COLUMNS = "source_table, key_id, key, row, canon, _version, departed"
+#: table comment marking a table exchanged by the swap of one rebuild (+ its token)
+_MARKER = "cdcp-rebuild:"
 
 
 class ClickHouseSwapper:
@@ -194,7 +196,6 @@ class ClickHouseSwapper:
         from ..sinks.clickhouse.ddl import plan_suffixes
         self.suffixes = tuple(plan_suffixes(live, scratch=False))
         self._shadow_suffixes = tuple(plan_suffixes(shadow))
-        self._view_statement: str | None = None
 
     @property
     def ch(self) -> Any:
@@ -211,7 +212,7 @@ class ClickHouseSwapper:
 
     @staticmethod
     def marker(token: int) -> str:
-        return f"cdcp-rebuild:{token}"
+        return f"{_MARKER}{token}"
 
     def prepare(self, shadow: ProjectionTarget, token: int) -> None:
         from ..sinks.clickhouse import ddl
@@ -224,7 +225,6 @@ class ClickHouseSwapper:
                 # state): they are exchanged whole, tables only the new layout has are created
                 # empty on the live side, and the view is replaced after the exchange
                 other_layout = True
-                self._view_statement = ddl.create_statements(live_spec, self.ch.database)[-1]
             else:
                 ddl.apply(self.ch, live_spec)
         for suffix in self.suffixes:
@@ -232,12 +232,13 @@ class ClickHouseSwapper:
             if not self._exists(live_t):
                 if not self._exists(shadow_t):
                     continue                 # neither side ever held a row: nothing to swap
-                if other_layout:
-                    self.ch.command(f"CREATE TABLE {self.ch.qualified(live_t)} AS {self.ch.qualified(shadow_t)}")
-                    continue
-                raise RebuildError(f"rebuild of {self.live.name}: {live_t} does not exist",
-                                   hint="run the projection once, or rebuild again")
-            if not self._exists(shadow_t):   # the shadow never received a row: an empty twin
+                if not other_layout:
+                    raise RebuildError(f"rebuild of {self.live.name}: {live_t} does not exist",
+                                       hint="run the projection once, or rebuild again")
+                # a table only the new layout has: an empty twin on the live side, exchanged
+                # (and marked) like the others
+                self.ch.command(f"CREATE TABLE {self.ch.qualified(live_t)} AS {self.ch.qualified(shadow_t)}")
+            elif not self._exists(shadow_t):   # the shadow never received a row: an empty twin
                 self.ch.command(f"CREATE TABLE {self.ch.qualified(shadow_t)} AS {self.ch.qualified(live_t)}")
             self.ch.command(f"ALTER TABLE {self.ch.qualified(shadow_t)} MODIFY COMMENT "
                             f"'{self.marker(token)}'")
@@ -261,11 +262,26 @@ class ClickHouseSwapper:
             live_t, shadow_t = self.live.target + suffix, self.shadow.target + suffix
             if not self._exists(live_t) or not self._exists(shadow_t):
                 continue
-            if self._comment(live_t) != mark:       # not exchanged yet
+            # the marker moves to the live side with the exchange and stays there until the
+            # journal is gone (drop_leftovers): a swap completed again after a crash anywhere
+            # before that must not exchange back
+            if self._comment(live_t) != mark:
                 self.ch.command(f"EXCHANGE TABLES {self.ch.qualified(live_t)} AND {self.ch.qualified(shadow_t)}")
-            self.ch.command(f"ALTER TABLE {self.ch.qualified(live_t)} MODIFY COMMENT ''")
-        if self._view_statement is not None:
-            self.ch.command(self._view_statement)
+        self._replace_live_view()
+
+    def _replace_live_view(self) -> None:
+        """Define the live view as the shadow view is defined (its columns over the live data
+        table). A no-op when the layout did not change; after an exchange of another layout it
+        points the view at the new tables, also when the swap is completed by a later process
+        after a crash (no :meth:`prepare` then). Runs before :meth:`drop_leftovers` drops the
+        shadow view, so the shadow view exists whenever the exchange was done."""
+        from ..sinks.clickhouse.ddl import view_statement
+        columns = [str(r[0]) for r in self.ch.query(
+            "SELECT name FROM system.columns WHERE database = {d:String} AND table = {t:String} ORDER BY position",
+            {"d": self.ch.database, "t": self.shadow.target})]
+        if columns:
+            q = self.ch.qualified
+            self.ch.command(view_statement(q(self.live.target), q(self.live.target + "_data"), columns))
 
     def shadow_checkpoint(self) -> StoredCheckpoint | None:
         found = self.sink.state.load_checkpoint(self.shadow.name)
@@ -281,6 +297,10 @@ class ClickHouseSwapper:
     def drop_leftovers(self) -> None:
         q = self.ch.qualified
         self.sink.state.drop_projection(self.shadow.name)      # journal (checkpoint) first, then mirror rows
+        for suffix in self.suffixes:                           # the swap's markers (see swap_view)
+            live_t = self.live.target + suffix
+            if self._exists(live_t) and self._comment(live_t).startswith(_MARKER):
+                self.ch.command(f"ALTER TABLE {q(live_t)} MODIFY COMMENT ''")
         self.ch.command(f"DROP VIEW IF EXISTS {q(self.shadow.target)}")
         for suffix in self._shadow_suffixes:
             self.ch.command(f"DROP TABLE IF EXISTS {q(self.shadow.target + suffix)}")

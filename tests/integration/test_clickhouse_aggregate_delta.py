@@ -188,10 +188,14 @@ def test_an_aggregate_stored_in_the_older_layout_asks_for_a_rebuild(ch: Any) -> 
     assert "rebuild rev" in (err.value.hint or "")
 
 
-def test_rebuild_swap_replaces_an_older_layout_whole(tmp_path: Path) -> None:
+@pytest.mark.parametrize("interrupted", ["no", "before the view", "after the view"])
+def test_rebuild_swap_replaces_an_older_layout_whole(tmp_path: Path, interrupted: str) -> None:
     """The rebuild's swap step with a live aggregate stored in the older layout: the tables are
     exchanged whole (the new-only ones created empty on the live side first), the view is
-    replaced, and the live projection then keeps working by deltas."""
+    replaced, and the live projection then keeps working by deltas. ``interrupted``: the
+    process dies after the exchange, before or after the view is replaced (before the journal
+    is dropped); the rebuild run that completes the swap (a new swapper, no prepare) replaces
+    the view and does not exchange the tables back."""
     import dataclasses
 
     from cdc_projector.config.models import Projection, SinkConfig
@@ -234,6 +238,16 @@ def test_rebuild_swap_replaces_an_older_layout_whole(tmp_path: Path) -> None:
         shadow_target.write([ViewChange({"id": k}, v) for k, v in rows.items()], [], None)
         swapper = ClickHouseSwapper(sink, plan_, shadow)
         swapper.prepare(shadow_target, 42)
+        if interrupted == "before the view":
+            def crash() -> None:
+                raise RuntimeError("killed")
+            swapper._replace_live_view = crash             # type: ignore[method-assign]
+            with pytest.raises(RuntimeError):
+                swapper.swap_view(42)
+            swapper = ClickHouseSwapper(sink, plan_, shadow)
+        elif interrupted == "after the view":
+            swapper.swap_view(42)
+            swapper = ClickHouseSwapper(sink, plan_, shadow)
         swapper.swap_view(42)
         swapper.drop_leftovers()
         expected = [{"status": "paid", "orders": 2, "revenue": D("12.00"), "largest": D("7.00"), "buyers": 2}]

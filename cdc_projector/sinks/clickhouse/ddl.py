@@ -329,7 +329,8 @@ def _create(ch_table: str, columns: Sequence[tuple[str, str]], order_by: Sequenc
             f"ENGINE = ReplacingMergeTree(_version, _is_deleted)\nORDER BY ({order}){settings}")
 
 
-def _view(view: str, data: str, columns: Sequence[str]) -> str:
+def view_statement(view: str, data: str, columns: Sequence[str]) -> str:
+    """``CREATE OR REPLACE VIEW`` of a projection's view (``view``, ``data`` qualified names)."""
     cols = ", ".join(ident(c) for c in columns)
     return f"CREATE OR REPLACE VIEW {view} AS SELECT {cols} FROM {data} FINAL WHERE _is_deleted = 0"
 
@@ -340,14 +341,14 @@ def create_statements(spec: Spec, database: str) -> list[str]:
     if isinstance(spec, TableSpec):
         cols = [(c.name, c.type.name) for c in spec.columns] + list(META)
         return [_create(q(spec.table + "_data"), cols, [c.name for c in spec.key]),
-                _view(q(spec.table), q(spec.table + "_data"), [c.name for c in spec.columns])]
+                view_statement(q(spec.table), q(spec.table + "_data"), [c.name for c in spec.columns])]
     stage = ",\n  ".join(f"{ident(n)} {t}" for n, t in spec.stage_columns())
     nullable_groups = any(c.type.nullable for c in spec.groups)
     out = [f"CREATE TABLE IF NOT EXISTS {q(spec.table + '_stage')} (\n  {stage}\n) ENGINE = Memory"]
     for suffix, cols, order, lookups in spec.tables():
         out.append(_create(q(spec.table + suffix), cols, order,
                            nullable_key=nullable_groups and suffix != "_contrib", lookups=lookups))
-    out.append(_view(q(spec.table), q(spec.table + "_data"), [n for n, _ in spec.view_columns()]))
+    out.append(view_statement(q(spec.table), q(spec.table + "_data"), [n for n, _ in spec.view_columns()]))
     return out
 
 
