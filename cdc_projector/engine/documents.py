@@ -194,8 +194,10 @@ def _order_token(value: Any) -> Any:
     orders them (see :func:`_natively_ordered`): int and numeric together, timestamps
     all aware or all naive, no NaN; :data:`_UNORDERED` for anything else."""
     t = type(value)
-    if t is int or (t is Decimal and not value.is_nan()):
+    if t is int:
         return _EXACT_NUMBER
+    if t is Decimal:
+        return _UNORDERED if value.is_nan() else _EXACT_NUMBER
     if t is datetime:
         return _NAIVE if value.tzinfo is None else _AWARE
     if t is float:
