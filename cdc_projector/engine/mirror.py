@@ -82,7 +82,7 @@ class MirrorRow:
         merged = self._merged
         if merged is None:
             row = self.row
-            if row is not None and all(column in row for column in self.key):
+            if row is not None and self.key.keys() <= row.keys():
                 merged = row            # the row holds its key columns: nothing to merge
             else:
                 merged = dict(self.key)
@@ -250,7 +250,7 @@ class BatchMirror:
         """Live rows of ``table`` whose ``column`` is in ``values``, grouped by canonical value.
 
         Stored rows are overlaid with this batch's state: a row changed in the
-        batch counts with its in-memory value only.
+        batch counts with its in-memory value only (after the unchanged rows).
         """
         wanted = {value_id(v): v for v in values if v is not None}
         out: dict[Any, list[MirrorRow]] = {k: [] for k in wanted}
@@ -258,30 +258,35 @@ class BatchMirror:
             return out
         known = self._rows.setdefault(table, {})
         stored_pos = self._stored.setdefault(table, {})
-        # a row unchanged in this batch matches here iff it matches in the store; a
-        # changed row is judged by its in-memory state
-        candidates: dict[str, MirrorRow | None] = {}
-        for row in self.store.find_by_column(table, column, list(wanted.values())):
-            kid = row._kid or row.key_id
-            current: Any = known.get(kid, _ABSENT)
-            if current is _ABSENT:
-                known[kid] = candidates[kid] = row
-                stored_pos[kid] = row.position
-            else:
-                candidates[kid] = current
-        candidates.update(self._dirty.get(table, {}))
+        dirty = self._dirty.get(table) or {}
         # int values find their bucket without their value id (the text of an int)
         by_int = {v: out[k] for k, v in wanted.items() if type(v) is int}
-        for candidate in candidates.values():
-            if candidate is None or candidate.row is None:
+        # a row unchanged in this batch matches here iff it matches in the store (each
+        # stored row found once); a changed row is judged by its in-memory state
+        for row in self.store.find_by_column(table, column, list(wanted.values())):
+            kid = row._kid or row.key_id
+            if kid in dirty:
                 continue
-            values = candidate.row
-            value = values[column] if column in values else candidate.key.get(column)
+            current: Any = known.get(kid, _ABSENT)
+            if current is _ABSENT:
+                known[kid] = row
+                stored_pos[kid] = row.position
+            elif current is None or current.row is None:
+                continue
+            else:
+                row = current
+            values_of = row.row
+            value = values_of[column] if column in values_of else row.key.get(column)
             bucket = by_int.get(value) if type(value) is int else None
             if bucket is None:
                 bucket = out.get(value_id(value))
             if bucket is not None:
-                bucket.append(candidate)
+                bucket.append(row)
+        for row in dirty.values():
+            if row.row is not None:
+                bucket = out.get(value_id(row.value(column)))
+                if bucket is not None:
+                    bucket.append(row)
         return out
 
     # -- changing --------------------------------------------------------
