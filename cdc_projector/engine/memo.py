@@ -35,7 +35,7 @@ from .plan import ProjectionPlan
 V = TypeVar("V")
 
 #: rows kept per memo (one memo per lookup and per embed of a projection)
-DEFAULT_CAPACITY = 50_000
+DEFAULT_CAPACITY = 20_000
 
 
 class RowMemo(Generic[V]):

@@ -57,7 +57,12 @@ class BatchResult:
 
 
 class Projector:
-    """Maintains one projection from change events (stateless between batches)."""
+    """Maintains one projection from change events.
+
+    Between batches it keeps nothing but its :attr:`memo` (values computed from row
+    versions, which a later batch uses only for the same versions): every document is
+    recomputed from the mirror the store holds.
+    """
 
     def __init__(self, plan: ProjectionPlan, *, memo_capacity: int = DEFAULT_CAPACITY) -> None:
         self.plan = plan
@@ -110,7 +115,6 @@ class Projector:
                 log.warning("%s: event at %s dead-lettered: %s", self.plan.name, ev.position, reason)
         batch.affect_lookup_roots()
         affected = batch.affected
-
         result.affected = len(affected)
         result.changes = self._recompute(affected, mirror, result.failures)
         result.rows = mirror.changed()
