@@ -22,9 +22,10 @@ from .mirror import MirrorRow, key_id, value_id
 
 
 def _copy_row(row: MirrorRow) -> MirrorRow:
+    # the key id goes with the copy, as a database sink reads it with the row
     return MirrorRow(row.table, dict(row.key), dict(row.row) if row.row is not None else None,
                      row.position, row.stored,
-                     dict(row.departed) if row.departed is not None else None)
+                     dict(row.departed) if row.departed is not None else None, _kid=row.key_id)
 
 
 def _copy_value(value: Any) -> Any:

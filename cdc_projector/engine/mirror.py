@@ -33,7 +33,8 @@ class MirrorRow:
     """One source row as the mirror knows it; ``row is None`` marks a tombstone.
 
     A row is not changed once built (the engine makes a new one for every
-    change), which lets it cache its key id and merged values.
+    change), which lets it cache its key id, merged values and what the
+    document memos computed from it.
     """
 
     table: TableId
@@ -49,6 +50,10 @@ class MirrorRow:
     departed: dict[str, Any] | None = None
     _kid: str | None = field(default=None, repr=False, compare=False)
     _merged: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    #: a value computed from this row by a :class:`~cdc_projector.engine.memo.RowMemo`,
+    #: and that memo (see engine/memo.py)
+    _memo_owner: Any = field(default=None, repr=False, compare=False)
+    _memo_value: Any = field(default=None, repr=False, compare=False)
 
     @property
     def key_id(self) -> str:
@@ -76,9 +81,13 @@ class MirrorRow:
         """
         merged = self._merged
         if merged is None:
-            merged = dict(self.key)
-            if self.row:
-                merged.update(self.row)
+            row = self.row
+            if row is not None and self.key.keys() <= row.keys():
+                merged = row            # the row holds its key columns: nothing to merge
+            else:
+                merged = dict(self.key)
+                if row:
+                    merged.update(row)
             self._merged = merged
         return merged
 
@@ -144,6 +153,7 @@ def _canon(value: Any) -> Any:
 
 
 _PLAIN = frozenset({int, str, bool, type(None)})   # types _canon returns unchanged
+_ABSENT = object()
 _dumps = orjson.dumps
 _I64_MIN, _U64_MAX = -(2 ** 63), 2 ** 64
 
@@ -163,6 +173,14 @@ def value_id(value: Any) -> str:
     if t is int and _I64_MIN <= value < _U64_MAX:
         return f"[{value}]"
     return _dumps([value if t in _PLAIN else _canon(value)]).decode()
+
+
+def key_id_of(key: Mapping[str, Any]) -> str:
+    """``key_id(key.values())`` of a key mapping (a one-column key takes :func:`value_id`)."""
+    if len(key) == 1:
+        for v in key.values():
+            return value_id(v)
+    return key_id(key.values())
 
 
 class StateStore(Protocol):
@@ -232,7 +250,7 @@ class BatchMirror:
         """Live rows of ``table`` whose ``column`` is in ``values``, grouped by canonical value.
 
         Stored rows are overlaid with this batch's state: a row changed in the
-        batch counts with its in-memory value only.
+        batch counts with its in-memory value only (after the unchanged rows).
         """
         wanted = {value_id(v): v for v in values if v is not None}
         out: dict[Any, list[MirrorRow]] = {k: [] for k in wanted}
@@ -240,19 +258,32 @@ class BatchMirror:
             return out
         known = self._rows.setdefault(table, {})
         stored_pos = self._stored.setdefault(table, {})
-        # a row unchanged in this batch matches here iff it matches in the store; a
-        # changed row is judged by its in-memory state
-        candidates: dict[str, MirrorRow | None] = {}
+        dirty = self._dirty.get(table) or {}
+        # int values find their bucket without their value id (the text of an int)
+        by_int = {v: out[k] for k, v in wanted.items() if type(v) is int}
+        # a row unchanged in this batch matches here iff it matches in the store (each
+        # stored row found once); a changed row is judged by its in-memory state
         for row in self.store.find_by_column(table, column, list(wanted.values())):
-            kid = row.key_id
-            if kid in known:
-                candidates[kid] = known[kid]
-            else:
-                known[kid] = candidates[kid] = row
+            kid = row._kid or row.key_id
+            if kid in dirty:
+                continue
+            current: Any = known.get(kid, _ABSENT)
+            if current is _ABSENT:
+                known[kid] = row
                 stored_pos[kid] = row.position
-        candidates.update(self._dirty.get(table, {}))
-        for row in candidates.values():
-            if row is not None and row.row is not None:
+            elif current is None or current.row is None:
+                continue
+            else:
+                row = current
+            values_of = row.row
+            value = values_of[column] if column in values_of else row.key.get(column)
+            bucket = by_int.get(value) if type(value) is int else None
+            if bucket is None:
+                bucket = out.get(value_id(value))
+            if bucket is not None:
+                bucket.append(row)
+        for row in dirty.values():
+            if row.row is not None:
                 bucket = out.get(value_id(row.value(column)))
                 if bucket is not None:
                     bucket.append(row)

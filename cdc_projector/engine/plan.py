@@ -14,7 +14,7 @@ from ..config.models import Projection
 from ..errors import ConfigError
 from ..events import TableId
 from ..expr import (Compiled, Measure, OrderItem, SqlType, compile_expression, compile_order_by,
-                    compile_predicate, parse_measure, sort_key)
+                    compile_predicate, parse_measure, values_sort_key)
 
 Row = Mapping[str, Any]
 
@@ -48,8 +48,8 @@ class EmbedPlan:
     fields: tuple[FieldPlan, ...]
     order_by: tuple[OrderItem, ...]
     limit: int | None
-    #: sort key over a row (order_by items; ties are broken by the caller with the PK)
-    row_sort_key: Callable[[Row], Any] | None = None
+    #: sort key over a row's tuple of order_by values (ties are broken by the caller with the PK)
+    values_sort_key: Callable[[Sequence[Any]], Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def build_plan(name: str, projection: Projection,
         efields = _fields(em.fields, at, types)
         order = tuple(_compile("order", em.order_by, f"{at}.order_by", types)) if em.order_by else ()
         embeds.append(EmbedPlan(ename, table, em.key, ewhere, efields, order, em.limit,
-                                sort_key(order) if order else None))
+                                values_sort_key(order) if order else None))
         columns.setdefault(table, set()).update(_cols(ewhere, efields, order), {em.key})
         indexed.setdefault(table, set()).add(em.key)
 

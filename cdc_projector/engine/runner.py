@@ -113,6 +113,7 @@ class Pipeline:
         self.source.open(resume)
         if getattr(self.source, "fresh_start", False):
             self._retry(self.target.reset)
+            self.projector.memo.clear()               # nothing computed from the old rows stays
             self._checkpoint = StoredCheckpoint()
             self._set_fresh(True)
 

@@ -19,18 +19,19 @@ Public API::
     compile_predicate(text, columns)  -> Compiled     # .fn(row) -> bool (NULL -> False)
     compile_order_by(text, columns)   -> list[OrderItem]   # (Compiled, desc, nulls_first)
     sort_key(order)                   -> key function for sorted()
+    values_sort_key(order)            -> the same over tuples of evaluated order values
     parse_measure(text, columns)      -> Measure(func, arg, distinct)
 """
 from __future__ import annotations
 
 from .api import (Compiled, Measure, OrderItem, compile_expression, compile_order_by,
-                  compile_predicate, parse_measure, sort_key, sort_rows)
+                  compile_predicate, parse_measure, sort_key, sort_rows, values_sort_key)
 from .types import (ANY, BOOL, BYTEA, DATE, FLOAT, INT, JSON, NUMERIC, TEXT, TIME, TIMESTAMP,
                     TIMESTAMPTZ, UNKNOWN, UUID, SqlType, from_pg)
 
 __all__ = [
     "Compiled", "Measure", "OrderItem", "compile_expression", "compile_predicate",
-    "compile_order_by", "parse_measure", "sort_key", "sort_rows", "SqlType", "from_pg",
+    "compile_order_by", "parse_measure", "sort_key", "values_sort_key", "sort_rows", "SqlType", "from_pg",
     "ANY", "BOOL", "BYTEA", "DATE", "FLOAT", "INT", "JSON", "NUMERIC", "TEXT", "TIME",
     "TIMESTAMP", "TIMESTAMPTZ", "UNKNOWN", "UUID",
 ]

@@ -98,6 +98,12 @@ def sort_key(order: Sequence[OrderItem]) -> Callable[[Row], Any]:
     return make_sort_key(order)
 
 
+def values_sort_key(order: Sequence[OrderItem]) -> Callable[[Sequence[Any]], Any]:
+    """Like :func:`sort_key`, over tuples of the order items' already-evaluated values."""
+    from .order import values_sort_key as key
+    return key(order)
+
+
 def sort_rows(rows: Iterable[Row], order: Sequence[OrderItem]) -> list[Row]:
     """Return ``rows`` sorted by ``order`` (see :func:`sort_key`)."""
     return sorted(rows, key=sort_key(order))
@@ -111,4 +117,4 @@ def parse_measure(text: str, columns: Mapping[str, SqlType] | None = None) -> Me
 
 
 __all__ = ["Compiled", "OrderItem", "Measure", "compile_expression", "compile_predicate",
-           "compile_order_by", "sort_key", "sort_rows", "parse_measure"]
+           "compile_order_by", "sort_key", "values_sort_key", "sort_rows", "parse_measure"]

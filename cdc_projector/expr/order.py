@@ -24,12 +24,15 @@ def compare_rows(order: Sequence[OrderItem], a: Sequence[Any], b: Sequence[Any])
     return 0
 
 
+def values_sort_key(order: Sequence[OrderItem]) -> Callable[[Sequence[Any]], Any]:
+    """A ``key=`` function over tuples of already-evaluated order values."""
+    return functools.cmp_to_key(lambda a, b: compare_rows(order, a, b))
+
+
 def make_sort_key(order: Sequence[OrderItem]) -> Callable[[Row], Any]:
     """A ``key=`` function evaluating each order expression once per row."""
     fns = [item.expr.fn for item in order]
-    def cmp(a: Sequence[Any], b: Sequence[Any]) -> int:
-        return compare_rows(order, a, b)
-    cmp_key = functools.cmp_to_key(cmp)
+    cmp_key = values_sort_key(order)
 
     def key(row: Row) -> Any:
         return cmp_key(tuple(f(row) for f in fns))

@@ -62,6 +62,13 @@ class TestMongoEngine(EngineCases):
         assert set(raw) == {"_id", "name", "email", "country", "orders"}
 
 
+class TestMongoEngineOneProjector(TestMongoEngine):
+    """Every case with one projector for all batches: its memo meets the rows the mirror
+    decodes again in every batch (new objects: the memo matches them by key and position)."""
+
+    projector_per_feed = False
+
+
 def test_codec_round_trips_every_type_through_the_mirror(sink: MongoSink) -> None:
     from cdc_projector.config.models import Projection
     from cdc_projector.engine.plan import build_plan

@@ -67,7 +67,14 @@ class Events:
 
 
 class EngineCases:
-    """The engine contract; subclasses provide :meth:`make_target`."""
+    """The engine contract; subclasses provide :meth:`make_target`.
+
+    ``projector_per_feed``: every :meth:`feed` starts a new projector (a process restart
+    before every batch: nothing memoized); False keeps one projector for the whole test,
+    as a pipeline does, so later batches reuse what the memo kept (engine/memo.py).
+    """
+
+    projector_per_feed = True
 
     def make_target(self, plan: ProjectionPlan) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -77,9 +84,10 @@ class EngineCases:
         self.plan = build_plan("profile", Projection.model_validate(PROFILE))
         self.target = self.make_target(self.plan)
         self.ev = Events()
+        self.projector = Projector(self.plan)
 
     def feed(self, events: Sequence[ChangeEvent], batch: int | None = None) -> list[WriteStats]:
-        projector = Projector(self.plan)
+        projector = Projector(self.plan) if self.projector_per_feed else self.projector
         out = []
         size = batch or max(1, len(events))
         for i in range(0, len(events), size):
@@ -349,3 +357,9 @@ def interleave(events: Iterable[ChangeEvent], rnd: random.Random) -> list[Change
 class TestMemoryEngine(EngineCases):
     def make_target(self, plan: ProjectionPlan) -> MemoryTarget:
         return MemoryTarget()
+
+
+class TestMemoryEngineOneProjector(TestMemoryEngine):
+    """Every case with one projector for all batches (its memo kept across them)."""
+
+    projector_per_feed = False

@@ -5,7 +5,9 @@
   children exactly like the general PostgreSQL comparator of
   :mod:`cdc_projector.expr`, with NULLs, DESC, NULLS FIRST/LAST, ties broken by
   the primary key, and falls back to it for values Python would order
-  differently (NaN, mixed int/float, naive vs aware).
+  differently (NaN, mixed int/float, naive vs aware), with and without the memo;
+* a lookup fan-out notes its events at once as one by one; ``find_by_column`` finds
+  int values without their value ids; a row holding its key is its own merged mapping.
 """
 from __future__ import annotations
 
@@ -18,8 +20,12 @@ from typing import Any
 import pytest
 
 from cdc_projector.config.models import Projection
-from cdc_projector.engine.documents import _natively_ordered, _pk_sort_key, embed_values
-from cdc_projector.engine.mirror import MirrorRow, key_id, value_id
+from cdc_projector.engine.apply import _deduplicated, _note, _note_all
+from cdc_projector.engine.documents import (_UNORDERED, _natively_ordered, _order_token, _pk_sort_key,
+                                            embed_values)
+from cdc_projector.engine.memo import RowMemo
+from cdc_projector.engine.memory import MemoryStateStore
+from cdc_projector.engine.mirror import BatchMirror, MirrorRow, key_id, value_id
 from cdc_projector.engine.plan import build_plan
 from cdc_projector.events import Position, TableId
 from cdc_projector.expr import sort_key
@@ -96,8 +102,11 @@ def test_embed_order_matches_general_comparator(kind: str, order_by: str) -> Non
     for seed in range(5):
         rnd = random.Random(seed)
         children = _children(rnd, lambda: GENERATORS[kind](rnd))
-        got = [row["id"] for row in embed_values(embed, children)]
-        assert got == _reference(embed, children)
+        expected = _reference(embed, children)
+        assert [row["id"] for row in embed_values(embed, children)] == expected
+        memo: RowMemo[Any] = RowMemo()  # (another seed gives other rows at the same positions)
+        for _ in range(2):              # the memo path (one-item order: native sort by token), cold, warm
+            assert [row["id"] for row in embed_values(embed, children, memo)] == expected
 
 
 def test_native_order_detection() -> None:
@@ -115,6 +124,54 @@ def test_non_integer_primary_keys_keep_the_general_tie_break() -> None:
     children = [MirrorRow(ORDERS, {"id": k}, {"customer_id": 1, "a": 1}, Position(1))
                 for k in ("b", "a", "c")]
     assert [r["id"] for r in embed_values(embed, children)] == ["a", "b", "c"]
+    assert [r["id"] for r in embed_values(embed, children, RowMemo())] == ["a", "b", "c"]
+
+
+ORDER_VALUES = [1, -2, 2.0, 2.5, float("nan"), Decimal("1.0"), Decimal("NaN"), True, "1", "é",
+                dt.date(2024, 1, 1), dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 1, tzinfo=UTC),
+                uuid.UUID(int=1), b"x", (1,)]
+
+
+def test_equal_order_tokens_mean_native_order() -> None:
+    # the memo path sorts a one-item order natively when every value has the same token
+    for a in ORDER_VALUES:
+        for b in ORDER_VALUES:
+            token = _order_token(a)
+            if token is not _UNORDERED and token is _order_token(b):
+                assert _natively_ordered([a, b]), (a, b)
+    assert _order_token(float("nan")) is _UNORDERED and _order_token(Decimal("NaN")) is _UNORDERED
+
+
+def test_note_all_equals_noting_one_by_one() -> None:
+    rnd = random.Random(2)
+    evs = [object() for _ in range(8)]
+    for _ in range(3000):
+        before = [rnd.choice(evs) for _ in range(rnd.choice([0, 1, 2, 49, 50, 51]))]
+        events = [rnd.choice(evs) for _ in range(rnd.randint(0, 60))]
+        one, bulk = list(before), list(before)
+        for ev in events:
+            _note(one, ev)                               # type: ignore[arg-type]
+        _note_all(bulk, _deduplicated(events))           # type: ignore[arg-type]
+        assert bulk == one
+
+
+def test_find_by_column_groups_like_value_ids() -> None:
+    store = MemoryStateStore()
+    values = [1, 2, True, False, Decimal("1"), Decimal("1.50"), 1.0, 1.5, "1", None, 2 ** 63, -3]
+    rows = [MirrorRow(ORDERS, {"id": i}, {"customer_id": v}, Position(1, i)) for i, v in enumerate(values)]
+    store.write(rows)
+    wanted = [1, Decimal("1.5"), True, "1", 2 ** 63, Decimal("-3"), 7]
+    found = BatchMirror(store).find_by_column(ORDERS, "customer_id", wanted)
+    expected = {value_id(w): sorted(r.key["id"] for r in rows if value_id(r.row["customer_id"]) == value_id(w))
+                for w in wanted}
+    assert {k: sorted(r.key["id"] for r in v) for k, v in found.items()} == expected
+
+
+def test_a_row_holding_its_key_columns_is_its_own_merged_mapping() -> None:
+    full = MirrorRow(ORDERS, {"id": 3}, {"id": 3, "total": Decimal("1.5")}, Position(1))
+    assert full.as_row() is full.row
+    part = MirrorRow(ORDERS, {"id": 3, "line": 1}, {"id": 3, "total": 1}, Position(1))
+    assert part.as_row() == {"id": 3, "line": 1, "total": 1}
 
 
 def test_isoformat_fast_path_writes_what_isoformat_writes() -> None:

@@ -68,16 +68,16 @@ class ClickHouseStateStore:
     def _rows(self, table: TableId, found: Sequence[tuple[str, str, str | None, int]]) -> list["MirrorRow"]:
         from ...engine.mirror import MirrorRow
         from .state import position_of
-        return [MirrorRow(table, loads(key), None if row is None else loads(row), position_of(int(ver)))
-                for _, key, row, ver in found]
+        return [MirrorRow(table, loads(key), None if row is None else loads(row), position_of(int(ver)),
+                          _kid=kid) for kid, key, row, ver in found]
 
     def load(self, table: TableId, key_ids: Collection[str]) -> dict[str, "MirrorRow"]:
         from ...engine.mirror import MirrorRow
         from .state import position_of
         out = {}
-        for _, key, row, ver, departed in self._state.mirror_load(self.projection, table, list(key_ids)):
+        for kid, key, row, ver, departed in self._state.mirror_load(self.projection, table, list(key_ids)):
             r = MirrorRow(table, loads(key), None if row is None else loads(row), position_of(int(ver)),
-                          departed=None if departed is None else loads(departed))
+                          departed=None if departed is None else loads(departed), _kid=kid)
             out[r.key_id] = r
         return out
 

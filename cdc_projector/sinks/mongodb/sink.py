@@ -111,8 +111,9 @@ class MongoStateStore:
         row = None if doc.get("r") is None else {c: from_mirror(v) for c, v in doc["r"].items()}
         gone = doc.get("g")
         departed = None if gone is None else {c: from_mirror(v) for c, v in gone.items()}
+        # the key id is stored in the document id ("<table>|<key id>", see doc_id)
         return MirrorRow(TableId.parse(doc["t"]), key, row, Position(int(doc["pl"]), int(doc["ps"])),
-                         departed=departed)
+                         departed=departed, _kid=doc["_id"][len(doc["t"]) + 1:])
 
     def encode(self, row: MirrorRow) -> dict[str, Any]:
         doc: dict[str, Any] = {
