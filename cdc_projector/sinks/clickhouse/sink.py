@@ -25,7 +25,7 @@ from ...expr.types import SqlType
 from ..base import StoredCheckpoint, ViewChange, WriteStats, register_planner, register_sink
 from . import ddl
 from .aggregates import AggregateView
-from .client import ClickHouse, connect
+from .client import ClickHouse, connect, trace
 from .state import StateTables, dumps, loads, version
 from .tables import TableView
 
@@ -197,6 +197,10 @@ class ClickHouseProjectionTarget:
         log.warning("%s: row %s not stored: %s", self.plan.name, dict(change.key), reason)
 
     def load_checkpoint(self) -> StoredCheckpoint | None:
+        # the pipeline (re)opens: what the view remembers of its stored rows is dropped (a
+        # rebuild may have exchanged the tables while it was paused)
+        if isinstance(self._view, AggregateView):
+            self._view.forget()
         found = self._sink.state.load_checkpoint(self.plan.name)
         if found is None:
             self._ckpt_version = 0
@@ -210,6 +214,7 @@ class ClickHouseProjectionTarget:
 
     def write(self, changes: Sequence[ViewChange], rows: Sequence["MirrorRow"],
               checkpoint: StoredCheckpoint | None) -> WriteStats:
+        t0 = time.perf_counter()
         stats = WriteStats(mirror_rows=len(rows))
         positions = [r.position for r in rows]
         if checkpoint is not None and checkpoint.position is not None:
@@ -237,6 +242,7 @@ class ClickHouseProjectionTarget:
             self._sink.state.write_checkpoint(self.plan.name, dict(checkpoint.streams), checkpoint.position,
                                               checkpoint.commit_ts_us, ck_ver)
             self._ckpt_version = ck_ver
+        trace("write", t0, self.plan.name, len(changes))
         return stats
 
     def read_view(self) -> list[dict[str, Any]]:
