@@ -43,7 +43,7 @@ Group = tuple[Any, ...]
 StopAfter = Literal["stage", "groups", "distinct", "members"] | None
 #: bounds of what a view remembers of its stored rows (:class:`_Cache`): contributions (keys),
 #: group states, ``(group, value)`` counts per distinct measure; past a bound the older half goes
-CONTRIB_CACHE, GROUP_CACHE, PAIR_CACHE = 50_000, 50_000, 100_000
+CONTRIB_CACHE, GROUP_CACHE, PAIR_CACHE = 100_000, 50_000, 200_000
 _UNKNOWN: Any = object()
 
 
@@ -123,9 +123,13 @@ class AggregateView:
         self._no_args: list[Any] = [None] * len(self._args)
         self._filler: list[Any] = []
         self._cache = _Cache(self._distinct)
+        #: remember stored rows across batches: on embedded chDB only (one process per data
+        #: directory, chDB locks it); a ClickHouse server may have other writers (`dlq replay`)
+        self.remembers = ch.embedded
         self._latest: Mapping[tuple[Any, ...], Contribution] = {}
         self._lookup_keys: Collection[tuple[Any, ...]] = ()
-        self._staged = self._stage_ready = False
+        self._staged_keys: set[tuple[Any, ...]] = set()
+        self._stage_ready = False
         #: per distinct measure index: its argument's position among the argument columns
         self._slot = {j: next(i for i, a in enumerate(self._args) if a is m) for j, m in self._distinct}
         #: a single integer key: keys above the highest stored one need no lookup
@@ -205,7 +209,8 @@ class AggregateView:
                stop_after: StopAfter) -> tuple[int, int]:
         self._latest, self._lookup_keys = latest, ()
         self._filler = list(next(iter(latest)))
-        self._staged = self._stage_ready = False
+        self._staged_keys = set()
+        self._stage_ready = False
         recovering = self._recover_after is not None
         old = self._old(latest)
         delta = BatchDelta(self.shape)
@@ -229,8 +234,13 @@ class AggregateView:
         marked = recompute | repair
         recomputed: dict[Group, GroupState] = {}
         if marked:
+            # the recompute reads the marked groups' stored members except those of touched keys,
+            # plus the touched keys' new contributions in them: the keys whose old or new group is
+            # marked (all of them while recovering: _members may hold stale entries then)
+            keys = None if recovering else [k for k, (g, _) in latest.items() if g in marked or (
+                k in old and old[k][0] in marked)]
             self._stage([self._group_row(g, RECOMPUTE) for g in recompute] +
-                        [self._group_row(g, REPAIR) for g in repair])
+                        [self._group_row(g, REPAIR) for g in repair], keys)
             if recovering and repair:
                 for statement in self.sql.repair_members(ver):
                     self.ch.command(statement)
@@ -255,17 +265,21 @@ class AggregateView:
         return written, removed
 
     # -- the stage (scratch rows the batch's statements join with) ---------------
-    def _stage(self, rows: list[list[Any]]) -> None:
-        """Stage ``rows`` (full stage rows, :meth:`_group_row`) in ONE insert, with the touched keys'
-        new contributions when they are not staged yet (every query over the stage that needs
-        them runs after the first insert of the batch); the stage is emptied first, once per batch."""
-        if not self._staged:
+    def _stage(self, rows: list[list[Any]], keys: Collection[tuple[Any, ...]] | None = ()) -> None:
+        """Stage ``rows`` (full stage rows, :meth:`_group_row`) and the new contributions of the
+        touched ``keys`` not staged yet (None: all of them) in ONE insert; the stage is emptied
+        first, once per batch."""
+        staged = self._staged_keys
+        todo = self._latest.keys() if keys is None else keys
+        if len(staged) < len(self._latest) and todo:
             blank = [None] * (len(self.sql.gcols) + len(self.sql.acols))
             lookup = self._lookup_keys
+            latest = self._latest
+            new = [k for k in todo if k not in staged]
+            staged.update(new)
             rows = [list(k) + (list(g) + list(a or ()) if g is not None else blank) +
                     [int(g is None), LOOKUP if k in lookup else NEW]
-                    for k, (g, a) in self._latest.items()] + rows
-            self._staged = True
+                    for k in new for g, a in (latest[k],)] + rows
         if not rows:
             return
         if not self._stage_ready:
@@ -306,7 +320,7 @@ class AggregateView:
         if not missing:
             return out
         self._lookup_keys = missing
-        self._stage([])
+        self._stage([], missing)
         nk, ng = len(self.spec.key), len(self.spec.groups)
         for row in self.ch.query(self.sql.old_contributions()):
             key = tuple(f(v) for f, v in zip(self._kenc, row[:nk]))
@@ -456,6 +470,8 @@ class AggregateView:
             if top is not None and (cache.max_key is None or top > cache.max_key):
                 cache.max_key = top
         cache.trim()
+        if not self.remembers:
+            self.forget()
 
     def forget(self) -> None:
         """Drop what this process remembers of the stored rows (they may have changed under it:
