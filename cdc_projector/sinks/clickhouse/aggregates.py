@@ -312,7 +312,7 @@ class AggregateView:
                 missing.add(key)
             elif known is not None:
                 out[key] = known
-        if missing and self._int_key:
+        if missing and self._int_key and self.remembers:
             if cache.max_key is _UNKNOWN:
                 cache.max_key = self._max_key()
             top = cache.max_key

@@ -114,7 +114,7 @@ class ClickHouseStateStore:
                 missing.append(kid)
             elif row is not None:
                 out[kid] = row
-        if missing:
+        if missing and self.remember:
             top = self._highest(table)
             unknown = []
             for kid in missing:
@@ -126,15 +126,17 @@ class ClickHouseStateStore:
             missing = unknown
         if not missing:
             return out
+        found = self._state.mirror_load(self.projection, table, missing)
         for kid in missing:
             known[kid] = None
-        for kid, key, row, ver, departed in self._state.mirror_load(self.projection, table, missing):
+        for kid, key, row, ver, departed in found:
             r = MirrorRow(table, loads(key), None if row is None else loads(row), position_of(int(ver)),
                           departed=None if departed is None else loads(departed))
             out[r.key_id] = known[r.key_id] = r
-        if not self.remember:
+        if self.remember:
+            self._trim(known)
+        else:
             self.forget()
-        self._trim(known)
         return out
 
     def find_by_column(self, table: TableId, column: str, values: Collection[Any]) -> list["MirrorRow"]:
