@@ -2,6 +2,7 @@
 
     python bench/clickhouse_engine_bench.py [--events 200000] [--batch 20000]
                                             [--read-rows 1000000,10000000] [--groups 10000]
+                                            [--batch-changes 50,500,2000]
                                             [--bootstrap 127.0.0.1:9092] [--skip-kafka]
 
 1. **Throughput** (one process, one projection at a time): ``--events`` Debezium-format
@@ -17,7 +18,9 @@
    ``--read-rows`` source rows, generated *directly into the sink's tables* with
    ``INSERT ... SELECT FROM numbers()`` (end-to-end capture of 10M rows takes too long
    here); then 50 full reads (``SELECT * FROM <view>``) give p50/p99, and 10 batches of
-   2,000 changed rows through :class:`AggregateView` give the incremental cost at that size.
+   each ``--batch-changes`` size (default 2,000 changed rows: random existing keys, so each
+   is a primary-key lookup, moved to random groups) through :class:`AggregateView` give the
+   incremental cost at that size, the chDB statements per batch and their time.
 
 Prints one JSON document. The topic is deleted at the end.
 """
@@ -157,7 +160,8 @@ def consume(name: str, spec: dict[str, Any], sink: ClickHouseSink, prefix: str, 
             "dead_letters": st.dead_letters}
 
 
-def read_latency(sink: ClickHouseSink, rows: int, groups: int, reads: int = 50) -> dict[str, Any]:
+def read_latency(sink: ClickHouseSink, rows: int, groups: int, reads: int = 50,
+                 batch_sizes: tuple[int, ...] = (2000,)) -> dict[str, Any]:
     """An aggregate of ``rows`` contributions in ``groups`` groups, generated in ClickHouse."""
     table = f"agg_{rows}"
     spec = aggregate_spec(table, table, {"id": from_pg("bigint")},
@@ -203,26 +207,52 @@ def read_latency(sink: ClickHouseSink, rows: int, groups: int, reads: int = 50) 
         times.append((time.perf_counter() - t) * 1000)
     assert len(got) == groups, (len(got), groups)
     rnd = random.Random(3)
-    batch_ms = []
-    recomputed = []
-    for b in range(10):
-        changes = [ViewChange({"id": rnd.randrange(rows)},
-                              {"day": dt.date(2024, 1, 1) + dt.timedelta(days=rnd.randrange(days)),
-                               "bucket": rnd.randrange(groups // days), "revenue": Decimal("12.34"),
-                               "avg_total": Decimal("12.34"), "largest": Decimal("12.34"), "buyers": rnd.randrange(5000)})
-                   for _ in range(2000)]
-        t = time.perf_counter()
-        view.write(changes, 2 + b)
-        batch_ms.append((time.perf_counter() - t) * 1000)
-        recomputed.append(view.last_recomputed)
+    calls = _count_statements(ch)
+    out: dict[str, Any] = {"source_rows": rows, "groups": groups, "generate_s": round(load_s, 1)}
     times.sort()
-    return {"source_rows": rows, "groups": groups, "generate_s": round(load_s, 1),
-            "read_p50_ms": round(statistics.median(times), 1),
-            "read_p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))], 1),
-            "batch_2000_changes_ms_median": round(statistics.median(batch_ms), 1),
-            "batch_2000_changes_ms": [round(x) for x in batch_ms],
-            "groups_recomputed_per_batch": recomputed,
-            "changes_per_s_at_this_size": round(2000 / (statistics.median(batch_ms) / 1000))}
+    out["read_p50_ms"] = round(statistics.median(times), 1)
+    out["read_p99_ms"] = round(times[min(len(times) - 1, int(len(times) * 0.99))], 1)
+    ver = 2
+    for size in batch_sizes:
+        batch_ms, recomputed, statements, chdb_ms = [], [], [], []
+        for _ in range(10):
+            # random existing keys (each a primary-key lookup: the view does not know them) moved
+            # to random groups with new measure values
+            changes = [ViewChange({"id": rnd.randrange(rows)},
+                                  {"day": dt.date(2024, 1, 1) + dt.timedelta(days=rnd.randrange(days)),
+                                   "bucket": rnd.randrange(groups // days), "revenue": Decimal("12.34"),
+                                   "avg_total": Decimal("12.34"), "largest": Decimal("12.34"),
+                                   "buyers": rnd.randrange(5000)})
+                       for _ in range(size)]
+            calls.clear()
+            t = time.perf_counter()
+            view.write(changes, ver)
+            batch_ms.append((time.perf_counter() - t) * 1000)
+            ver += 1
+            recomputed.append(view.last_recomputed)
+            statements.append(len(calls))
+            chdb_ms.append(round(sum(ms for _, ms in calls)))
+        out[f"batch_{size}"] = {"ms_median": round(statistics.median(batch_ms), 1),
+                                "ms": [round(x) for x in batch_ms], "statements": statements,
+                                "chdb_ms": chdb_ms, "groups_recomputed": recomputed,
+                                "changes_per_s": round(size / (statistics.median(batch_ms) / 1000))}
+    return out
+
+
+def _count_statements(ch: Any) -> list[tuple[str, float]]:
+    """Record (kind, ms) of every statement ``ch`` runs from now on (the list is returned)."""
+    calls: list[tuple[str, float]] = []
+    for name in ("query", "command", "insert"):
+        method = getattr(ch, name)
+
+        def timed(*a: Any, _m: Any = method, _n: str = name, **kw: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return _m(*a, **kw)
+            finally:
+                calls.append((_n, (time.perf_counter() - t) * 1000))
+        setattr(ch, name, timed)
+    return calls
 
 
 def main() -> None:
@@ -231,6 +261,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=20_000)
     ap.add_argument("--read-rows", default="1000000,10000000")
     ap.add_argument("--groups", type=int, default=10_000)
+    ap.add_argument("--batch-changes", default="2000",
+                    help="sizes of the aggregate batches (10 each, changes per batch), e.g. 50,500,2000")
     ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     ap.add_argument("--skip-kafka", action="store_true", help="only the aggregate read latency part")
     args = ap.parse_args()
@@ -256,7 +288,9 @@ def main() -> None:
                                                   args.events, args.batch)
                 finally:
                     delete_topic(args.bootstrap, topic)
-            result["reads"] = [read_latency(sink, int(r), args.groups) for r in args.read_rows.split(",") if r]
+            sizes = tuple(int(b) for b in args.batch_changes.split(",") if b)
+            result["reads"] = [read_latency(sink, int(r), args.groups, batch_sizes=sizes)
+                               for r in args.read_rows.split(",") if r]
         finally:
             sink.close()
     print(json.dumps(result, indent=1))

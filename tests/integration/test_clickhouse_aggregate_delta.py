@@ -18,6 +18,7 @@ from cdc_projector.errors import SinkError
 from cdc_projector.expr import DATE, INT, SqlType
 from cdc_projector.sinks.base import ViewChange
 from cdc_projector.sinks.clickhouse import AggregateView, aggregate_spec, apply, connect
+from cdc_projector.sinks.clickhouse.aggstate import GroupState
 from tests.integration.test_clickhouse_contract import _agg_view, _contribution, _expected
 
 pytestmark = pytest.mark.integration
@@ -321,3 +322,91 @@ def _expected_nullable(rows: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     """``_expected`` with NULL group values (sorted by text there)."""
     keyed = {k: {**r, "status": "\x00NULL" if r["status"] is None else r["status"]} for k, r in rows.items()}
     return [{**r, "status": None if r["status"] == "\x00NULL" else r["status"]} for r in _expected(keyed)]
+
+
+# -- what a view remembers of its stored rows (docs/clickhouse.md "Cost") ------------------
+def _remembered_rows_are_stored(view: AggregateView) -> None:
+    """Every contribution, group state and ``(group, value)`` count the view remembers is what
+    ``FINAL`` reads from its tables; keys above the remembered highest key are not stored."""
+    db = f"`{view.ch.database}`"
+    live = {(k,): ((d, s), tuple(args)) for k, d, s, *args in view.ch.query(
+        f"SELECT k_id, g_day, g_status, {', '.join(view.sql.acols)} FROM (SELECT * FROM "
+        f"{db}.revenue_by_day_contrib FINAL) WHERE _is_deleted = 0")}
+    cache = view._cache
+    assert cache.contrib, "the view remembers contributions"
+    for key, known in cache.contrib.items():
+        assert live.get(key) == known, key
+    top = view.ch.query(f"SELECT max(k_id) FROM {db}.revenue_by_day_contrib")[0][0]
+    assert cache.max_key in (None, top) or cache.max_key is not None and cache.max_key >= top
+    states = {(d, s): GroupState.from_row(view.shape, rest) for d, s, *rest in view.ch.query(
+        f"SELECT day, status, {', '.join(view.sql.state_columns())} FROM (SELECT * FROM "
+        f"{db}.revenue_by_day_data FINAL) WHERE _is_deleted = 0")}
+    assert cache.states
+    for group, st in cache.states.items():
+        assert states.get(group) == st, group
+    pairs = {((d, s), v): n for d, s, v, n in view.ch.query(
+        f"SELECT g_day, g_status, v, n FROM (SELECT * FROM {db}.revenue_by_day_d_buyers FINAL) WHERE _is_deleted = 0")}
+    (remembered,) = cache.pairs.values()
+    for pair, n in remembered.n.items():
+        assert pairs.get(pair, 0) == n, pair
+    for group in {g for g, _ in pairs} | {g for g, _ in remembered.n}:
+        assert remembered.live.get(group, 0) == sum(1 for (g, _), n in remembered.n.items() if g == group and n > 0)
+
+
+@pytest.mark.parametrize("remembers", [True, False])
+def test_remembered_rows_stay_equal_to_the_stored_ones(ch: Any, remembers: bool) -> None:
+    """Random batches over a view that remembers its rows (new keys above the highest one, updates,
+    moves, deletes of old keys, small bounds so the oldest entries go): after every batch what it
+    remembers equals the tables, the view equals the rows, and a restarted view (nothing
+    remembered) agrees. A view that does not remember (on a ClickHouse server) keeps nothing."""
+    import cdc_projector.sinks.clickhouse.aggregates as aggregates
+    bounds = aggregates.CONTRIB_CACHE, aggregates.GROUP_CACHE, aggregates.PAIR_CACHE
+    aggregates.CONTRIB_CACHE, aggregates.GROUP_CACHE, aggregates.PAIR_CACHE = 40, 6, 20
+    try:
+        rng = random.Random(17)
+        view = _agg_view(ch)
+        view.remembers = remembers
+        rows: dict[int, dict[str, Any]] = {}
+        next_key = 1
+        for ver in range(1, 61):
+            batch: dict[int, dict[str, Any] | None] = {}
+            for _ in range(rng.randint(1, 12)):
+                op = rng.random()
+                if op < 0.4 or not rows:
+                    key, next_key = next_key, next_key + 1
+                elif op < 0.55:
+                    key = rng.choice(list(rows))
+                    batch[key] = None
+                    continue
+                else:
+                    key = rng.choice(list(rows))
+                batch[key] = _row(f"{rng.randint(0, 40)}.{rng.randint(0, 9)}0", rng.choice([None, 1, 2, 3]),
+                                  rng.randint(1, 4), rng.choice(["paid", "shipped"]))
+            _write(view, rows, batch, ver)
+            assert view.read() == _expected(rows), f"batch {ver}"
+            if remembers:
+                _remembered_rows_are_stored(view)
+            else:
+                assert not view._cache.contrib and not view._cache.states
+            if ver % 20 == 0:                       # a restart: nothing remembered, the highest key read
+                view = _agg_view(ch)
+                view.remembers = remembers
+        assert view.last_recomputed >= 0 and rows
+        _helpers_match_contributions(ch)
+    finally:
+        aggregates.CONTRIB_CACHE, aggregates.GROUP_CACHE, aggregates.PAIR_CACHE = bounds
+
+
+def test_a_view_reads_again_what_changed_under_it(ch: Any) -> None:
+    """Another writer (a rebuild exchanging the tables while the pipeline was paused) changes the
+    stored rows: after ``forget`` (what the target does whenever its pipeline (re)opens) the view
+    reads them again and stays exact; a view that kept what it remembered would not."""
+    view = _agg_view(ch)
+    rows: dict[int, dict[str, Any]] = {}
+    _write(view, rows, {1: _row("5.00", 1), 2: _row("7.00", 2), 3: _row("2.00", 2, day=2)}, 1)
+    other = _agg_view(ch)
+    _write(other, rows, {1: _row("9.00", 3, day=2), 4: _row("1.00", 4), 2: None}, 2)
+    view.forget()
+    _write(view, rows, {1: None, 4: _row("8.00", 2), 5: _row("3.00", 5, day=2)}, 3)
+    assert view.read() == _expected(rows)
+    _helpers_match_contributions(ch)

@@ -315,6 +315,48 @@ def test_sink_protocol_with_the_engine_projector(backend: tuple[str, str]) -> No
         sink.close()
 
 
+def test_mirror_store_remembers_exactly_what_is_stored(backend: tuple[str, str]) -> None:
+    """The mirror store keeps the rows it loaded and wrote: loads agree with a fresh store that
+    reads everything (rows, tombstones, absent keys, an older change written after a newer one,
+    integer key ids above the highest stored one); after another writer changed the rows,
+    ``load_checkpoint`` (the pipeline reopening) makes it read them again."""
+    url, db = backend
+    sink = ClickHouseSink("analytics", SinkConfig(type="clickhouse", url=url, database=db))
+    sink.connect()
+    try:
+        proj = Projection.model_validate({"kind": "table", "sink": "analytics", "from": "public.orders",
+                                          "fields": {"total": "total"}})
+        plan_ = build_plan("orders_flat", proj, {TableId("public", "orders"): {"id": INT, "total": TEXT}})
+        orders = TableId("public", "orders")
+        target, other = sink.projection(plan_), sink.projection(plan_)
+
+        def row(key: Any, total: str | None, pos: int, stored: int | None = None) -> MirrorRow:
+            r = MirrorRow(orders, {"id": key}, None if total is None else {"id": key, "total": total}, Position(pos, 0))
+            r.stored = None if stored is None else Position(stored, 0)
+            return r
+
+        def view(found: dict[str, MirrorRow]) -> dict[str, Any]:
+            return {k: (r.row, r.position) for k, r in found.items()}
+
+        kids = [row(k, None, 0).key_id for k in (1, 2, 3, 4, 5, 50, -7, "x")]
+        assert target.state.load(orders, kids) == {}          # nothing stored: all absent (remembered)
+        target.state.write([row(1, "1.00", 10), row(2, "2.00", 10), row(-7, "7.00", 10), row("x", "x", 10)])
+        target.state.write([row(2, None, 11, stored=10), row(3, "3.00", 12)])   # a tombstone, a new key
+        target.state.write([row(3, "3.50", 11, stored=12)])   # an older change: the stored row stays
+        fresh = sink.projection(plan_)
+        assert view(target.state.load(orders, kids)) == view(fresh.state.load(orders, kids))
+        assert view(target.state.load(orders, kids))[row(3, None, 0).key_id] == ({"id": 3, "total": "3.00"},
+                                                                                 Position(12, 0))
+        # another writer (a rebuild's swap while the pipeline was paused) changes rows under it
+        other.state.write([row(4, "4.00", 20), row(1, "1.50", 21, stored=10)])
+        target.load_checkpoint()                              # the pipeline reopens
+        assert view(target.state.load(orders, kids)) == view(sink.projection(plan_).state.load(orders, kids))
+        assert view(target.state.load(orders, kids))[row(4, None, 0).key_id] == ({"id": 4, "total": "4.00"},
+                                                                                 Position(20, 0))
+    finally:
+        sink.close()
+
+
 def test_engine_projector_drives_an_exact_aggregate(backend: tuple[str, str]) -> None:
     url, db = backend
     sink = ClickHouseSink("analytics", SinkConfig(type="clickhouse", url=url, database=db))

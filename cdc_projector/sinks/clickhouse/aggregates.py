@@ -25,20 +25,78 @@ The caller writes the checkpoint last. Every write carries the batch's position 
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping, Sequence
+import itertools
+from typing import Any, Collection, Literal, Mapping, Sequence
 
 from ...errors import ProjectionError
 from ..base import ViewChange
-from .aggsql import AggregateSql
-from .aggstate import BatchDelta, GroupState, Shape, apply_delta, hashable
+from .aggsql import GROUP, LOOKUP, NEW, PAIR, RECOMPUTE, REPAIR, AggregateSql
+from .aggstate import REPAIR as REPAIR_GROUP
+from .aggstate import BatchDelta, GroupState, Shape, apply_delta_why, hashable
 from .client import ClickHouse, ident
-from .ddl import AggregateSpec, Column, spec_suffixes
+from .ddl import AggregateSpec, Column, MeasureSpec, spec_suffixes
 
 _META_TYPES = ["UInt128", "UInt8"]
 Contribution = tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]
 Group = tuple[Any, ...]
 #: test hook: stop the batch after these writes, as a crash would
 StopAfter = Literal["stage", "groups", "distinct", "members"] | None
+#: bounds of what a view remembers of its stored rows (:class:`_Cache`): contributions (keys),
+#: group states, ``(group, value)`` counts per distinct measure; past a bound the older half goes
+CONTRIB_CACHE, GROUP_CACHE, PAIR_CACHE = 100_000, 50_000, 200_000
+_UNKNOWN: Any = object()
+
+
+class _Pairs:
+    """Remembered ``(group, hashable value) -> n`` of one distinct measure, and per group how many
+    of them are live (n > 0): when that equals the group's distinct count, every live pair of the
+    group is known and any other pair of it is absent (0) without a read."""
+
+    def __init__(self) -> None:
+        self.n: dict[tuple[Group, Any], int] = {}
+        self.live: dict[Group, int] = {}
+
+    def set(self, pair: tuple[Group, Any], n: int) -> None:
+        before = self.n.pop(pair, 0)                 # re-inserted last: the newest entry
+        self.n[pair] = n
+        if (n > 0) != (before > 0):
+            self.live[pair[0]] = self.live.get(pair[0], 0) + (1 if n > 0 else -1)
+
+    def trim(self, cap: int) -> None:
+        if len(self.n) > cap:
+            for pair in list(itertools.islice(self.n, len(self.n) - cap // 2)):
+                if self.n.pop(pair) > 0:
+                    self.live[pair[0]] -= 1
+
+
+class _Cache:
+    """The stored rows this process last read or wrote, so a batch reads only what it does not
+    know: per key its live contribution (None: none), per group its state (None: no group), per
+    distinct measure the ``(group, value)`` counts (:class:`_Pairs`); for a single integer key,
+    the highest key stored in ``<table>_contrib`` (a key above it has no stored contribution:
+    new rows of a sequence need no lookup).
+
+    Valid because this process is the only writer of the view's tables and every write of a
+    batch carries a version at least that of the rows it replaces (so ``FINAL`` returns what it
+    wrote). Filled by reads and, after a batch *completed*, by what it wrote; dropped whole
+    whenever that may not hold: a batch that failed or stopped in the middle (its writes may
+    be partial), :meth:`AggregateView.recover`, a truncation, and every (re)open of the
+    projection's pipeline (:meth:`ClickHouseProjectionTarget.load_checkpoint`; a rebuild may have
+    exchanged the tables)."""
+
+    def __init__(self, distinct: Sequence[tuple[int, MeasureSpec]]) -> None:
+        self.contrib: dict[tuple[Any, ...], Contribution | None] = {}
+        self.states: dict[Group, GroupState | None] = {}
+        self.pairs: dict[int, _Pairs] = {j: _Pairs() for j, _ in distinct}
+        self.max_key: Any = _UNKNOWN
+
+    def trim(self) -> None:
+        for d, cap in ((self.contrib, CONTRIB_CACHE), (self.states, GROUP_CACHE)):
+            if len(d) > cap:                               # the oldest entries go (insertion order)
+                for k in list(itertools.islice(d, len(d) - cap // 2)):
+                    del d[k]
+        for p in self.pairs.values():
+            p.trim(PAIR_CACHE)
 
 
 class AggregateView:
@@ -61,6 +119,22 @@ class AggregateView:
         self._aenc = [c.type.encoder() for c in self._argcols]
         self._types = {suffix: dict(cols) for suffix, cols, _, _ in spec.tables()}
         self._types["_stage"] = dict(spec.stage_columns())
+        self._stage_names = self.sql.kcols + self.sql.gcols + self.sql.acols + ["_is_deleted", "_sign"]
+        self._no_args: list[Any] = [None] * len(self._args)
+        self._filler: list[Any] = []
+        self._cache = _Cache(self._distinct)
+        #: remember stored rows across batches: on embedded chDB only (one process per data
+        #: directory, chDB locks it); a ClickHouse server may have other writers (`dlq replay`)
+        self.remembers = ch.embedded
+        self._latest: Mapping[tuple[Any, ...], Contribution] = {}
+        self._lookup_keys: Collection[tuple[Any, ...]] = ()
+        self._staged_keys: set[tuple[Any, ...]] = set()
+        self._stage_ready = False
+        #: per distinct measure index: its argument's position among the argument columns
+        self._slot = {j: next(i for i, a in enumerate(self._args) if a is m) for j, m in self._distinct}
+        #: a single integer key: keys above the highest stored one need no lookup
+        self._int_key = len(spec.key) == 1 and spec.key[0].type.not_null().base in (
+            "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64")
         #: groups the last batch recomputed from their contributions (instead of a delta)
         self.last_recomputed = 0
 
@@ -124,15 +198,21 @@ class AggregateView:
             result = self._write(latest, ver, stop_after)
         except BaseException:
             self._recover_after = unfinished
+            self.forget()
             raise
         if stop_after is not None:
             self._recover_after = unfinished
+            self.forget()
         return result
 
     def _write(self, latest: Mapping[tuple[Any, ...], Contribution], ver: int,
                stop_after: StopAfter) -> tuple[int, int]:
-        self._stage(latest)
-        old = self._old()
+        self._latest, self._lookup_keys = latest, ()
+        self._filler = list(next(iter(latest)))
+        self._staged_keys = set()
+        self._stage_ready = False
+        recovering = self._recover_after is not None
+        old = self._old(latest)
         delta = BatchDelta(self.shape)
         changed: list[tuple[Any, ...]] = []
         for key, (group, args) in latest.items():
@@ -144,23 +224,27 @@ class AggregateView:
                 delta.apply(before[0], before[1] or (), -1)   # type: ignore[arg-type]
             if group is not None:
                 delta.apply(group, args or (), 1)
-        self._stage_rows([list(k) + list(g or ()) + list(a or ()) + [0, -1] for k, (g, a) in old.items()],
-                         self.sql.kcols + self.sql.gcols + self.sql.acols + ["_is_deleted", "_sign"])
-        recovering = self._recover_after is not None
-        marked: set[Group] = set()
+        repair: set[Group] = set()
         if recovering:
-            marked = {self._group(r) if self.spec.groups else () for r in
+            repair = {self._group(r) if self.spec.groups else () for r in
                       self.ch.query(self.sql.groups_after(self._recover_after))}  # type: ignore[arg-type]
-        states, pair_rows = self._apply(delta, marked)
+        states, pair_rows, recompute = self._apply(delta, repair)
         if stop_after == "stage":
             return 0, 0
+        marked = recompute | repair
         recomputed: dict[Group, GroupState] = {}
         if marked:
-            self._stage_rows([list(g) + [0, 0] for g in marked], self.sql.gcols + ["_is_deleted", "_sign"])
-            if recovering:
+            # the recompute reads the marked groups' stored members except those of touched keys,
+            # plus the touched keys' new contributions in them: the keys whose old or new group is
+            # marked (all of them while recovering: _members may hold stale entries then)
+            keys = None if recovering else [k for k, (g, _) in latest.items() if g in marked or (
+                k in old and old[k][0] in marked)]
+            self._stage([self._group_row(g, RECOMPUTE) for g in recompute] +
+                        [self._group_row(g, REPAIR) for g in repair], keys)
+            if recovering and repair:
                 for statement in self.sql.repair_members(ver):
                     self.ch.command(statement)
-            recomputed, more_pairs = self._recompute(marked)
+            recomputed, more_pairs = self._recompute(repair)
             pair_rows = {name: rows + more_pairs.get(name, []) for name, rows in pair_rows.items()}
         states.update({g: recomputed.get(g, GroupState.empty(self.shape)) for g in marked})
         self.last_recomputed = len(marked)
@@ -172,22 +256,41 @@ class AggregateView:
                          [n for n, _ in self.spec.distinct_columns(m)])
         if stop_after == "distinct":
             return written, removed
-        self._write_members(latest, old, changed, ver, marked if recovering else set())
+        self._write_members(latest, old, changed, ver, repair if recovering else set())
         if stop_after == "members":
             return written, removed
-        self._write_contrib(latest, ver)
+        self._write_contrib(latest, changed if not recovering else list(latest), ver)
         self._recover_after = None
+        self._remember(latest, states, pair_rows)
         return written, removed
 
-    def _stage(self, latest: Mapping[tuple[Any, ...], Contribution]) -> None:
-        self.ch.command(f"TRUNCATE TABLE IF EXISTS {self.sql.stage}")
-        blank = [None] * (len(self.sql.gcols) + len(self.sql.acols))
-        self._stage_rows([list(k) + (list(g) + list(a or ()) if g is not None else blank) + [int(g is None), 1]
-                          for k, (g, a) in latest.items()],
-                         self.sql.kcols + self.sql.gcols + self.sql.acols + ["_is_deleted", "_sign"])
+    # -- the stage (scratch rows the batch's statements join with) ---------------
+    def _stage(self, rows: list[list[Any]], keys: Collection[tuple[Any, ...]] | None = ()) -> None:
+        """Stage ``rows`` (full stage rows, :meth:`_group_row`) and the new contributions of the
+        touched ``keys`` not staged yet (None: all of them) in ONE insert; the stage is emptied
+        first, once per batch."""
+        staged = self._staged_keys
+        todo = self._latest.keys() if keys is None else keys
+        if len(staged) < len(self._latest) and todo:
+            blank = [None] * (len(self.sql.gcols) + len(self.sql.acols))
+            lookup = self._lookup_keys
+            latest = self._latest
+            new = [k for k in todo if k not in staged]
+            staged.update(new)
+            rows = [list(k) + (list(g) + list(a or ()) if g is not None else blank) +
+                    [int(g is None), LOOKUP if k in lookup else NEW]
+                    for k in new for g, a in (latest[k],)] + rows
+        if not rows:
+            return
+        if not self._stage_ready:
+            self.ch.command(f"TRUNCATE TABLE IF EXISTS {self.sql.stage}")
+            self._stage_ready = True
+        self._insert("_stage", rows, self._stage_names)
 
-    def _stage_rows(self, rows: list[list[Any]], names: list[str]) -> None:
-        self._insert("_stage", rows, names)
+    def _group_row(self, group: Group, sign: int, args: Sequence[Any] | None = None) -> list[Any]:
+        """A stage row for a group (``args``: argument columns, default NULL); its key columns are
+        a touched key's (a value of the right type; ``_sign`` keeps it out of the touched keys)."""
+        return [*self._filler, *group, *(args or self._no_args), 0, sign]
 
     def _insert(self, suffix: str, rows: list[list[Any]], names: list[str]) -> None:
         if not rows:
@@ -195,10 +298,30 @@ class AggregateView:
         types = self._types[suffix]
         self.ch.insert(self.spec.table + suffix, rows, names, [types[n] for n in names])
 
-    def _old(self) -> dict[tuple[Any, ...], Contribution]:
-        """The touched keys' stored contributions (live ones)."""
-        nk, ng = len(self.spec.key), len(self.spec.groups)
+    # -- reads: what this process knows, the rest from the tables ------------------
+    def _old(self, latest: Mapping[tuple[Any, ...], Contribution]) -> dict[tuple[Any, ...], Contribution]:
+        """The touched keys' stored contributions (live ones): known ones from the cache, the
+        others read (a primary-key lookup of those keys only)."""
         out: dict[tuple[Any, ...], Contribution] = {}
+        missing: set[tuple[Any, ...]] = set()
+        cache = self._cache
+        contrib = cache.contrib
+        for key in latest:
+            known = contrib.get(key, _UNKNOWN)
+            if known is _UNKNOWN:
+                missing.add(key)
+            elif known is not None:
+                out[key] = known
+        if missing and self._int_key and self.remembers:
+            if cache.max_key is _UNKNOWN:
+                cache.max_key = self._max_key()
+            top = cache.max_key
+            missing = {k for k in missing if top is not None and k[0] <= top}
+        if not missing:
+            return out
+        self._lookup_keys = missing
+        self._stage([], missing)
+        nk, ng = len(self.spec.key), len(self.spec.groups)
         for row in self.ch.query(self.sql.old_contributions()):
             key = tuple(f(v) for f, v in zip(self._kenc, row[:nk]))
             group = self._group(row[nk:nk + ng])
@@ -206,52 +329,113 @@ class AggregateView:
             out[key] = (group, args)
         return out
 
-    def _apply(self, delta: BatchDelta, marked: set[Group]) -> tuple[dict[Group, GroupState],
-                                                                     dict[str, list[list[Any]]]]:
-        """New states of the delta's groups (those that cannot be updated join ``marked``) and the
-        ``(group, value)`` rows to write for the groups not marked."""
+    def _max_key(self) -> int | None:
+        """The highest key in ``<table>_contrib`` (delete markers included; None: no row)."""
+        rows = self.ch.query(self.sql.max_key())
+        return int(rows[0][1]) if rows and rows[0][0] else None
+
+    def _lookup_groups(self, groups: Collection[Group]) -> None:
+        """Read the stored state of ``groups`` into the cache (None: no such group)."""
+        self._stage([self._group_row(g, GROUP) for g in groups])
+        states = self._cache.states
+        for g in groups:
+            states[g] = None
         ng = len(self.spec.groups)
-        stored = {self._group(r[:ng]): GroupState.from_row(self.shape, r[ng:])
-                  for r in self.ch.query(self.sql.stored_states())} if delta.groups else {}
-        counts: dict[int, dict[tuple[Any, Any], int]] = {}
+        for r in self.ch.query(self.sql.stored_states()):
+            states[self._group(r[:ng])] = GroupState.from_row(self.shape, r[ng:])
+
+    def _lookup_pairs(self, pairs: Mapping[int, Collection[tuple[Group, Any, Any]]]) -> None:
+        """Read the stored counts of ``pairs`` (per distinct measure index: ``(group, hashable value,
+        value)``) into the cache (0: absent)."""
+        rows = []
+        for j, ps in pairs.items():
+            slot = self._slot[j]
+            for group, _, value in ps:
+                args: list[Any] = [None] * len(self._args)
+                args[slot] = value
+                rows.append(self._group_row(group, PAIR, args))
+        self._stage(rows)
+        ng = len(self.spec.groups)
         for j, m in self._distinct:
+            if not pairs.get(j):
+                continue
+            cached = self._cache.pairs[j]
+            found = {}
             venc = m.arg.not_null().encoder()  # type: ignore[union-attr]
-            counts[j] = {(self._group(r[:ng]), hashable(venc(r[ng]))): int(r[ng + 1])
-                         for r in self.ch.query(self.sql.stored_pairs(m))}
+            for r in self.ch.query(self.sql.stored_pairs(m)):
+                found[(self._group(r[:ng]), hashable(venc(r[ng])))] = int(r[ng + 1])
+            for group, hv, _ in pairs[j]:
+                cached.set((group, hv), found.get((group, hv), 0))
+
+    def _complete(self, j: int, group: Group) -> bool:
+        """Every live ``(group, value)`` pair of measure ``j`` is in the cache."""
+        st = self._cache.states.get(group, _UNKNOWN)
+        if st is _UNKNOWN:
+            return False
+        return (0 if st is None else st.n[j]) == self._cache.pairs[j].live.get(group, 0)
+
+    def _apply(self, delta: BatchDelta, repair: set[Group]) -> tuple[dict[Group, GroupState],
+                                                                     dict[str, list[list[Any]]], set[Group]]:
+        """New states of the delta's groups, the ``(group, value)`` rows to write for the groups not
+        repaired, and the groups whose state must be recomputed; groups found inconsistent join
+        ``repair``."""
+        cache = self._cache
+        need_groups = [g for g in delta.groups if g not in repair and g not in cache.states]
+        if need_groups:
+            self._lookup_groups(need_groups)
+        need_pairs: dict[int, list[tuple[Group, Any, Any]]] = {}
+        for j, ps in delta.pairs.items():
+            cached = cache.pairs[j]
+            for (group, hv), (d, value) in ps.items():
+                if d and group not in repair and (group, hv) not in cached.n:
+                    if self._complete(j, group):
+                        cached.set((group, hv), 0)
+                    else:
+                        need_pairs.setdefault(j, []).append((group, hv, value))
+        if need_pairs:
+            self._lookup_pairs(need_pairs)
         by_group: dict[Group, dict[int, list[tuple[Any, int, int]]]] = {}
         for j, pairs in delta.pairs.items():
+            counts = cache.pairs[j].n
             for (group, hv), (d, value) in pairs.items():
-                if d:
-                    before = counts[j].get((group, hv), 0)
+                if d and group not in repair:
+                    before = counts[(group, hv)]
                     by_group.setdefault(group, {}).setdefault(j, []).append((value, before, before + d))
         states: dict[Group, GroupState] = {}
+        recompute: set[Group] = set()
         for group, d in delta.groups.items():
-            if group in marked:
+            if group in repair:
                 continue
             pairs_of = by_group.get(group, {})
-            if any(after < 0 for ps in pairs_of.values() for _, _, after in ps):
-                marked.add(group)
+            if any(after < 0 for changes in pairs_of.values() for _, _, after in changes):
+                repair.add(group)
                 continue
-            appeared = {j: sum((after > 0) - (before > 0) for _, before, after in ps) for j, ps in pairs_of.items()}
-            new = apply_delta(self.shape, stored.get(group) or GroupState.empty(self.shape), d, appeared)
-            if new is None:
-                marked.add(group)
-            else:
+            appeared = {j: sum((after > 0) - (before > 0) for _, before, after in changes)
+                        for j, changes in pairs_of.items()}
+            new, why = apply_delta_why(self.shape, cache.states[group] or GroupState.empty(self.shape), d, appeared)
+            if new is not None:
                 states[group] = new
+            elif why == REPAIR_GROUP:
+                repair.add(group)
+            else:
+                recompute.add(group)
         rows: dict[str, list[list[Any]]] = {m.name: [] for _, m in self._distinct}
         for group, pairs_of in by_group.items():
-            if group in marked:
+            if group in repair:
                 continue
-            for j, ps in pairs_of.items():
-                rows[self.spec.measures[j].name] += [list(group) + [value, after] for value, _, after in ps]
-        return states, rows
+            for j, changes in pairs_of.items():
+                rows[self.spec.measures[j].name] += [list(group) + [value, after] for value, _, after in changes]
+        return states, rows, recompute
 
-    def _recompute(self, marked: set[Group]) -> tuple[dict[Group, GroupState], dict[str, list[list[Any]]]]:
-        """States and ``(group, value)`` rows of the marked groups, from their contributions."""
+    def _recompute(self, repair: set[Group]) -> tuple[dict[Group, GroupState], dict[str, list[list[Any]]]]:
+        """States of the staged ``RECOMPUTE`` and ``REPAIR`` groups, from their contributions, and the
+        ``(group, value)`` rows of the ``REPAIR`` ones."""
         ng = len(self.spec.groups)
         states = {self._group(r[:ng]): GroupState.from_row(self.shape, r[ng:])
                   for r in self.ch.query(self.sql.recompute())}
         rows: dict[str, list[list[Any]]] = {}
+        if not repair:
+            return states, rows
         for _, m in self._distinct:
             vt = m.arg.not_null()  # type: ignore[union-attr]
             fresh = {}
@@ -266,6 +450,34 @@ class AggregateView:
             rows[m.name] = list(fresh.values()) + stale
         return states, rows
 
+    def _remember(self, latest: Mapping[tuple[Any, ...], Contribution], states: Mapping[Group, GroupState],
+                  pair_rows: Mapping[str, list[list[Any]]]) -> None:
+        """After a completed batch: what it wrote is what the tables now hold."""
+        cache = self._cache
+        for key, (group, args) in latest.items():
+            cache.contrib.pop(key, None)
+            cache.contrib[key] = None if group is None else (group, args)
+        for group, st in states.items():
+            cache.states.pop(group, None)
+            cache.states[group] = st if st.rows > 0 else None
+        ng = len(self.spec.groups)
+        for j, m in self._distinct:
+            cached = cache.pairs[j]
+            for r in pair_rows.get(m.name, ()):
+                cached.set((tuple(r[:ng]), hashable(r[ng])), r[ng + 1])
+        if self._int_key and cache.max_key is not _UNKNOWN:
+            top = max((k[0] for k in latest), default=None)
+            if top is not None and (cache.max_key is None or top > cache.max_key):
+                cache.max_key = top
+        cache.trim()
+        if not self.remembers:
+            self.forget()
+
+    def forget(self) -> None:
+        """Drop what this process remembers of the stored rows (they may have changed under it:
+        a failed batch, a rebuild's swap, a truncation); the next batches read them again."""
+        self._cache = _Cache(self._distinct)
+
     def recover(self, after_version: int) -> None:
         """After a restart: the next batch recomputes every group written with a version above
         ``after_version`` (the checkpoint's) from the stored contributions, after making their
@@ -274,6 +486,7 @@ class AggregateView:
         members entries it can have changed; every other group still equals the aggregate of its
         stored contributions, and deltas continue from there."""
         self._recover_after = after_version
+        self.forget()
 
     def max_version(self) -> int:
         """The highest ``_version`` stored in any of the view's tables (0 when empty)."""
@@ -319,10 +532,12 @@ class AggregateView:
                 rows.append(list(group) + list(key) + list(args or ()) + [ver, 0])
         self._insert("_members", rows, self.sql.gcols + self.sql.kcols + self.sql.acols + ["_version", "_is_deleted"])
 
-    def _write_contrib(self, latest: Mapping[tuple[Any, ...], Contribution], ver: int) -> None:
+    def _write_contrib(self, latest: Mapping[tuple[Any, ...], Contribution], keys: Sequence[tuple[Any, ...]],
+                       ver: int) -> None:
         rows: list[list[Any]] = []
         blank = [None] * (len(self.sql.gcols) + len(self.sql.acols))
-        for key, (group, args) in latest.items():
+        for key in keys:
+            group, args = latest[key]
             if group is None:
                 rows.append(list(key) + blank + [ver, 1])
             else:
@@ -341,11 +556,13 @@ class AggregateView:
 
     def truncate(self) -> None:
         """Empty the group and contribution tables (the view stays)."""
+        self.forget()
         for suffix in spec_suffixes(self.spec):
             self.ch.command(f"TRUNCATE TABLE IF EXISTS {self.ch.qualified(self.spec.table + suffix)}")
 
     def drop(self) -> None:
         """Remove the view, its group table and its contributions."""
+        self.forget()
         self.ch.command(f"DROP VIEW IF EXISTS {self.ch.qualified(self.spec.table)}")
         for suffix in spec_suffixes(self.spec):
             self.ch.command(f"DROP TABLE IF EXISTS {self.ch.qualified(self.spec.table + suffix)}")

@@ -1,7 +1,11 @@
 """SQL of one aggregate view's batch steps (built once per view; identifiers quoted by ``ident``).
 
-``<table>_stage`` rows (Memory, one batch): ``_sign = 1`` a touched key's new contribution
-(``_is_deleted = 1``: absent), ``-1`` its stored contribution, ``0`` a group to recompute.
+``<table>_stage`` rows (Memory, one batch, filled only when a statement needs them), by
+``_sign``: ``NEW`` a touched key's new contribution (``_is_deleted = 1``: absent), ``LOOKUP``
+the same for a key whose stored contribution must be read; ``RECOMPUTE`` a group whose state
+is recomputed from its contributions, ``REPAIR`` the same with its ``(group, value)`` counts
+(and, after a crash, its ``_members`` entries); ``GROUP`` a group whose stored state must be
+read, ``PAIR`` a ``(group, a_<m>)`` pair whose stored count must be read.
 Filters inside ``FINAL`` only use sorting-key columns (every version of a row shares
 them); ``_is_deleted`` and other columns are filtered outside it.
 """
@@ -11,6 +15,12 @@ from typing import Sequence
 
 from .client import ClickHouse, ident
 from .ddl import AggregateSpec, MeasureSpec
+
+# ``_sign`` of the stage rows (see the module docs)
+NEW, LOOKUP, RECOMPUTE, REPAIR, GROUP, PAIR = 1, 2, 0, 3, 4, 5
+TOUCHED = f"_sign IN ({NEW}, {LOOKUP})"
+MARKED = f"_sign IN ({RECOMPUTE}, {REPAIR})"
+REPAIRED = f"_sign = {REPAIR}"
 
 
 def tuple_sql(names: Sequence[str]) -> str:
@@ -48,22 +58,24 @@ class AggregateSql:
         return " AND ".join(parts) if parts else "1"
 
     def touched_keys(self) -> str:
-        return f"(SELECT {cols_sql(self.kcols)} FROM {self.stage} WHERE _sign = 1)"
+        return f"(SELECT {cols_sql(self.kcols)} FROM {self.stage} WHERE {TOUCHED})"
 
     # -- step 1: stored contributions of the touched keys --------------------
     def old_contributions(self) -> str:
+        """Live stored contributions of the ``LOOKUP`` keys (a primary-key lookup)."""
         sel = cols_sql(self.kcols + self.gcols + self.acols)
         return (f"SELECT {sel} FROM (SELECT {sel}, _is_deleted FROM {self.contrib} FINAL "
-                f"WHERE {tuple_sql(self.kcols)} IN {self.touched_keys()}) WHERE _is_deleted = 0")
+                f"WHERE {tuple_sql(self.kcols)} IN (SELECT {cols_sql(self.kcols)} FROM {self.stage} "
+                f"WHERE _sign = {LOOKUP})) WHERE _is_deleted = 0")
 
     # -- stored group state ------------------------------------------------
     def state_columns(self) -> list[str]:
         return [m.name for m in self.spec.measures] + [n for n, _ in self.spec.state_columns()]
 
     def stored_states(self) -> str:
-        """The stored state of every group of a staged (old or new) contribution."""
+        """The stored state of the ``GROUP`` groups."""
         sel = cols_sql(self.plain_groups + self.state_columns())
-        where = self._in_stage(self.plain_groups, "_sign != 0 AND _is_deleted = 0")
+        where = self._in_stage(self.plain_groups, f"_sign = {GROUP}")
         return (f"SELECT {sel} FROM (SELECT {sel}, _is_deleted FROM {self.data} FINAL"
                 f"{' WHERE ' + where if where else ''}) WHERE _is_deleted = 0")
 
@@ -74,27 +86,28 @@ class AggregateSql:
                 f"_version FROM {self.data} FINAL) WHERE _version > toUInt128('{int(version)}')")
 
     def stored_pairs(self, m: MeasureSpec) -> str:
-        """Stored ``(group, value) -> n`` of the batch's (old and new) pairs of a distinct measure."""
+        """Stored ``(group, value) -> n`` of the ``PAIR`` pairs of a distinct measure."""
         sel = cols_sql(self.gcols + ["v", "n"])
         a = ident(m.arg_column)
         return (f"SELECT {sel} FROM (SELECT {sel}, _is_deleted FROM {self.distinct[m.name]} FINAL "
                 f"WHERE {tuple_sql(self.gcols + ['v'])} IN (SELECT {cols_sql(self.gcols)}{', ' if self.gcols else ''}"
-                f"{a} FROM {self.stage} WHERE _sign != 0 AND _is_deleted = 0 AND {a} IS NOT NULL)) "
+                f"{a} FROM {self.stage} WHERE _sign = {PAIR} AND {a} IS NOT NULL)) "
                 "WHERE _is_deleted = 0")
 
     # -- recomputing marked groups from their contributions ----------------------
-    def _source(self) -> str:
-        """Contributions of the marked groups after the batch: stored ones of untouched keys
-        (``_members``) + the batch's new ones."""
+    def _source(self, which: str = MARKED) -> str:
+        """Contributions of the marked (``which``) groups after the batch: stored ones of untouched
+        keys (``_members``) + the batch's new ones."""
         ga = cols_sql(self.gcols + self.acols) or "1 AS _one"
         inner = cols_sql(self.gcols + self.acols)
-        marked = self._in_stage(self.gcols, "_sign = 0")
+        marked = self._in_stage(self.gcols, which)
         return (f"SELECT {ga} FROM (SELECT {inner + ', ' if inner else ''}_is_deleted FROM {self.members} FINAL "
                 f"WHERE {self._and(marked, f'{tuple_sql(self.kcols)} NOT IN {self.touched_keys()}')}) "
                 f"WHERE _is_deleted = 0 "
-                f"UNION ALL SELECT {ga} FROM {self.stage} WHERE {self._and('_sign = 1', '_is_deleted = 0', marked)}")
+                f"UNION ALL SELECT {ga} FROM {self.stage} WHERE {self._and(TOUCHED, '_is_deleted = 0', marked)}")
 
     def recompute(self) -> str:
+        """State (measures, ``_rows``, state columns) of every ``RECOMPUTE`` / ``REPAIR`` group."""
         exprs = []
         for m in self.spec.measures:
             if m.func == "avg":
@@ -111,30 +124,31 @@ class AggregateSql:
         return f"SELECT {g + ', ' if g else ''}{', '.join(exprs)} FROM ({self._source()}){tail}"
 
     def recompute_pairs(self, m: MeasureSpec) -> str:
+        """``(group, value) -> n`` of the ``REPAIR`` groups, from their contributions."""
         g = cols_sql(self.gcols)
         a = ident(m.arg_column)
-        return (f"SELECT {g + ', ' if g else ''}{a}, toUInt64(count()) FROM ({self._source()}) "
+        return (f"SELECT {g + ', ' if g else ''}{a}, toUInt64(count()) FROM ({self._source(REPAIRED)}) "
                 f"WHERE {a} IS NOT NULL GROUP BY {g + ', ' if g else ''}{a}")
 
     def marked_pairs(self, m: MeasureSpec) -> str:
-        """Stored live ``(group, value)`` rows of the marked groups."""
+        """Stored live ``(group, value)`` rows of the ``REPAIR`` groups."""
         sel = cols_sql(self.gcols + ["v"])
-        marked = self._in_stage(self.gcols, "_sign = 0")
+        marked = self._in_stage(self.gcols, REPAIRED)
         return (f"SELECT {sel} FROM (SELECT {sel}, _is_deleted FROM {self.distinct[m.name]} FINAL"
                 f"{' WHERE ' + marked if marked else ''}) WHERE _is_deleted = 0")
 
-    # -- recovery: _members of the marked groups := _contrib -----------------------
+    # -- recovery: _members of the REPAIR groups := _contrib -----------------------
     def _live_contrib(self, cols: Sequence[str]) -> str:
         inner = cols_sql(list(dict.fromkeys(self.kcols + self.gcols + list(cols))))
-        marked = self._in_stage(self.gcols, "_sign = 0")
+        marked = self._in_stage(self.gcols, REPAIRED)
         return (f"SELECT {cols_sql(cols)} FROM (SELECT {inner}, _is_deleted FROM {self.contrib} FINAL) "
                 f"WHERE {self._and('_is_deleted = 0', marked)}")
 
     def repair_members(self, version: int) -> list[str]:
-        """Statements making ``_members`` of the marked groups equal ``_contrib`` for untouched keys:
-        delete markers for entries that ``_contrib`` does not hold, then every live contribution."""
+        """Statements making ``_members`` of the ``REPAIR`` groups equal ``_contrib`` for untouched
+        keys: delete markers for entries that ``_contrib`` does not hold, then every live contribution."""
         gk = self.gcols + self.kcols
-        marked = self._in_stage(self.gcols, "_sign = 0")
+        marked = self._in_stage(self.gcols, REPAIRED)
         untouched = f"{tuple_sql(self.kcols)} NOT IN {self.touched_keys()}"
         ver = f"toUInt128('{int(version)}')"
         stale = (f"INSERT INTO {self.members} ({cols_sql(gk)}, _version, _is_deleted) "
@@ -147,11 +161,16 @@ class AggregateSql:
         return [stale, live]
 
     def touched_members(self) -> str:
-        """Live ``_members`` entries of touched keys in the marked groups (recovery: stale ones)."""
+        """Live ``_members`` entries of touched keys in the ``REPAIR`` groups (recovery: stale ones)."""
         gk = cols_sql(self.gcols + self.kcols)
-        marked = self._in_stage(self.gcols, "_sign = 0")
+        marked = self._in_stage(self.gcols, REPAIRED)
         return (f"SELECT {gk} FROM (SELECT {gk}, _is_deleted FROM {self.members} FINAL WHERE "
                 f"{self._and(marked, f'{tuple_sql(self.kcols)} IN {self.touched_keys()}')}) WHERE _is_deleted = 0")
+
+    def max_key(self) -> str:
+        """``count(), max(key)`` of ``<table>_contrib`` (single-column keys)."""
+        k = ident(self.kcols[0])
+        return f"SELECT count(), max({k}) FROM {self.contrib}"
 
     def max_version(self) -> str:
         tables = [self.data, self.contrib, self.members, *self.distinct.values()]

@@ -203,47 +203,73 @@ class BatchDelta:
 _COUNT, _DISTINCT, _SUM, _FSUM, _EXTREME = range(5)
 
 
+#: why :func:`apply_delta` gave no state: the delta cannot be exact (a retracted extreme, a
+#: float retraction) - recompute the group's state; or the stored state does not match the
+#: contributions (a negative count, a retracted value beyond the extreme; never expected) -
+#: repair it, its ``(group, value)`` counts included
+RECOMPUTE, REPAIR = "recompute", "repair"
+
+
 def apply_delta(spec: Shape, state: GroupState, delta: Delta,
                 distinct_changes: dict[int, int]) -> GroupState | None:
     """The group's state after the batch, or None when it must be recomputed from its contributions.
 
     ``distinct_changes``: per distinct measure, values that appeared minus values that vanished."""
-    if delta.inexact:
-        return None
+    new, _ = apply_delta_why(spec, state, delta, distinct_changes)
+    return new
+
+
+def apply_delta_why(spec: Shape, state: GroupState, delta: Delta,
+                    distinct_changes: dict[int, int]) -> tuple[GroupState | None, str]:
+    """:func:`apply_delta`, with why there is no state (:data:`RECOMPUTE` or :data:`REPAIR`; "" when
+    there is one)."""
     new = GroupState(state.rows + delta.rows, list(state.n), list(state.s))
     if new.rows < 0:
-        return None
+        return None, REPAIR
     for j, m in enumerate(spec.measures):
         if m.func == "count":
-            if m.distinct:
+            if m.arg is None:                         # count(*): the group's rows
+                new.n[j] = new.rows
+            elif m.distinct:
                 new.n[j] += distinct_changes.get(j, 0)
             else:
                 new.n[j] += delta.n.get(j, 0)
             if new.n[j] < 0:
-                return None
+                return None, REPAIR
         elif m.func in ("sum", "avg"):
             new.n[j] += delta.n.get(j, 0)
             if new.n[j] < 0:
-                return None
+                return None, REPAIR
             if j in delta.s:
                 total, change = new.s[j], delta.s[j]
                 new.s[j] = CTX.add(total, change) if isinstance(total, decimal.Decimal) or \
                     isinstance(change, decimal.Decimal) else total + change
             if new.n[j] == 0:
                 new.s[j] = m.zero
-        elif m.func in ("min", "max"):
+    if new.rows == 0:                                 # the group is gone: nothing left to recompute
+        if any(new.n[j] for j, m in enumerate(spec.measures) if m.func not in ("min", "max")):
+            return None, REPAIR
+        return GroupState.empty(spec), ""
+    if delta.inexact:
+        return None, RECOMPUTE
+    for j, m in enumerate(spec.measures):
+        if m.func in ("min", "max"):
             extreme = _extreme(m, state.s[j], state.n[j], delta.added.get(j, []), delta.retracted.get(j, []))
             if extreme is None:
-                return None
-            new.s[j], new.n[j] = extreme
-    if new.rows == 0 and any(new.n):
-        return None
-    return new
+                return None, RECOMPUTE
+            if extreme is _INCONSISTENT:
+                return None, REPAIR
+            new.s[j], new.n[j] = extreme           # type: ignore[misc]
+    return new, ""
+
+
+_INCONSISTENT: Any = object()
 
 
 def _extreme(m: MeasureShape, stored: Any, count: int, added: list[Any],
-             retracted: list[Any]) -> tuple[Any, int] | None:
-    """The new extreme and how many arguments equal it, or None: recompute the group."""
+             retracted: list[Any]) -> Any:
+    """The new extreme and how many arguments equal it; None: recompute the group;
+    ``_INCONSISTENT``: the stored state cannot be right, repair the group."""
     if not added and not retracted:
         return stored, count
     if m.kind not in ORDERED_KINDS or any(_is_float_nan(v) for v in [stored, *added, *retracted]):
@@ -252,12 +278,12 @@ def _extreme(m: MeasureShape, stored: Any, count: int, added: list[Any],
     left = count
     if retracted:
         if stored is None:
-            return None                                # a value retracted from an all-NULL group
+            return _INCONSISTENT                       # a value retracted from an all-NULL group
         if any(pick(v, stored) != stored for v in retracted):
-            return None                                # beyond the extreme: inconsistent, repair
+            return _INCONSISTENT                       # beyond the extreme: inconsistent, repair
         left = count - sum(1 for v in retracted if v == stored)
         if left < 0:
-            return None
+            return _INCONSISTENT
     best = pick(added) if added else None
     times = sum(1 for v in added if v == best) if added else 0
     if stored is None or (left == 0 and count > 0):

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import urlparse
@@ -24,7 +26,9 @@ from ...errors import SinkError, SinkLocked, SinkUnavailable
 
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,126}$")
 
-#: settings every query runs with: NULL is a value inside IN (groups may be NULL)
+#: settings every query runs with: NULL is a value inside IN (groups may be NULL). They are
+#: the client's (session) settings: passed per call, chDB applies them to a command with a
+#: SET / query system.settings / SET back dance - four engine calls, ~4 ms, instead of one
 QUERY_SETTINGS: dict[str, Any] = {"transform_null_in": 1}
 
 
@@ -65,6 +69,30 @@ def describe_url(url: str | None) -> str:
     return url
 
 
+class _Trace:
+    """``$CDCP_CH_TRACE=/path``: one line per statement appended there (for profiling a batch:
+    ``elapsed ms, thread, op, rows, first words``). Off (no cost) when the variable is unset."""
+
+    def __init__(self, path: str) -> None:
+        self._file = open(path, "a", buffering=1)  # noqa: SIM115 - kept for the process
+        self._lock = threading.Lock()
+
+    def __call__(self, op: str, t0: float, what: str, rows: int = -1) -> None:
+        ms = (time.perf_counter() - t0) * 1000
+        line = f"{time.time():.3f}\t{ms:.3f}\t{threading.current_thread().name}\t{op}\t{rows}\t{_head(what)[:120]}\n"
+        with self._lock:
+            self._file.write(line)
+
+
+_TRACE: _Trace | None = _Trace(os.environ["CDCP_CH_TRACE"]) if os.environ.get("CDCP_CH_TRACE") else None
+
+
+def trace(op: str, t0: float, what: str, rows: int = -1) -> None:
+    """A line in ``$CDCP_CH_TRACE`` (a whole batch, say) when tracing is on."""
+    if _TRACE is not None:
+        _TRACE(op, t0, what, rows)
+
+
 class ClickHouse:
     """A connected ClickHouse database (embedded or server): the only object sinks talk to."""
 
@@ -79,24 +107,32 @@ class ClickHouse:
     # -- statements ------------------------------------------------------
     def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> Any:
         """Run a statement that returns no rows (DDL, INSERT ... SELECT)."""
+        t0 = time.perf_counter()
         try:
-            return self._client.command(sql, parameters=dict(parameters or {}),
-                                        settings=QUERY_SETTINGS)
+            return self._client.command(sql, parameters=dict(parameters or {}))
         except Exception as exc:  # noqa: BLE001 - translated at the boundary
             raise translate(exc, f"ClickHouse statement failed: {_head(sql)}", self.url) from exc
+        finally:
+            if _TRACE is not None:
+                _TRACE("command", t0, sql)
 
     def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a query; rows as tuples of Python values (DateTime64('UTC') aware)."""
+        t0 = time.perf_counter()
+        rows: list[tuple[Any, ...]] = []
         try:
-            return list(self._client.query(sql, parameters=dict(parameters or {}),
-                                           settings=QUERY_SETTINGS).result_rows)
+            rows = list(self._client.query(sql, parameters=dict(parameters or {})).result_rows)
+            return rows
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"ClickHouse query failed: {_head(sql)}", self.url) from exc
+        finally:
+            if _TRACE is not None:
+                _TRACE("query", t0, sql, len(rows))
 
     def query_dicts(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run a query; rows as dicts keyed by column name."""
         try:
-            result = self._client.query(sql, parameters=dict(parameters or {}), settings=QUERY_SETTINGS)
+            result = self._client.query(sql, parameters=dict(parameters or {}))
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"ClickHouse query failed: {_head(sql)}", self.url) from exc
         names = result.column_names
@@ -110,12 +146,16 @@ class ClickHouse:
         per-value pivot of row-oriented data costs more than the rest of its encoding."""
         if not rows:
             return
+        t0 = time.perf_counter()
         data = list(zip(*rows))
         try:
             self._client.insert(table, data, column_names=list(columns), database=self.database,
                                 column_type_names=list(types), column_oriented=True)
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"ClickHouse insert into {self.database}.{table} failed", self.url) from exc
+        finally:
+            if _TRACE is not None:
+                _TRACE("insert", t0, table, len(rows))
 
     def qualified(self, table: str) -> str:
         """``\\`database\\`.\\`table\\``` with both names validated."""
@@ -182,7 +222,8 @@ def _open_chdb(path: str, database: str, url: str) -> ClickHouse:
         raise SinkError(f"cannot create the ClickHouse data directory {path}: {exc.strerror}",
                         hint="choose a writable path in the sink URL (chdb:///abs/path)") from exc
     try:
-        client = clickhouse_connect.get_client(interface="chdb", path=path, tz_mode="schema")
+        client = clickhouse_connect.get_client(interface="chdb", path=path, tz_mode="schema",
+                                               settings=QUERY_SETTINGS)
     except ImportError as exc:
         raise SinkError("embedded ClickHouse needs the chdb package",
                         hint="pip install 'cdc-projector[chdb]'") from exc
@@ -211,7 +252,7 @@ def _open_server(url: str, database: str) -> ClickHouse:
 
     try:
         client = clickhouse_connect.get_client(dsn=url, tz_mode="schema", connect_timeout=5,
-                                               send_receive_timeout=300)
+                                               send_receive_timeout=300, settings=QUERY_SETTINGS)
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, "cannot connect to ClickHouse", url) from exc
     return ClickHouse(client, database, url, embedded=False)

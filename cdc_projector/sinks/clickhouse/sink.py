@@ -10,8 +10,10 @@ checkpoint. Every row written carries the batch's source position as its
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import decimal
+import itertools
+import logging
+import re
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Collection, Sequence
@@ -25,7 +27,7 @@ from ...expr.types import SqlType
 from ..base import StoredCheckpoint, ViewChange, WriteStats, register_planner, register_sink
 from . import ddl
 from .aggregates import AggregateView
-from .client import ClickHouse, connect
+from .client import ClickHouse, connect, trace
 from .state import StateTables, dumps, loads, version
 from .tables import TableView
 
@@ -58,12 +60,34 @@ def infer_sql_type(value: Any) -> SqlType:
     return SqlType("text")
 
 
-class ClickHouseStateStore:
-    """The engine's mirror (:class:`~cdc_projector.engine.mirror.StateStore`) in ``_cdcp_mirror``."""
+#: rows of one source table the mirror store remembers (the older half goes past it)
+MIRROR_CACHE = 50_000
+_UNKNOWN: Any = object()
+#: an integer key id of at most 38 digits (an Int128, as the stored maximum is computed)
+_INT_KEY = re.compile(r"^\[(-?[0-9]{1,38})\]$")
 
-    def __init__(self, state: StateTables, projection: str) -> None:
+
+class ClickHouseStateStore:
+    """The engine's mirror (:class:`~cdc_projector.engine.mirror.StateStore`) in ``_cdcp_mirror``.
+
+    Remembers the rows it loaded (absent ones too) and wrote, per source table (bounded), so a
+    batch reads only the key ids it does not know; for integer keys (key id ``[N]``) it also
+    knows the highest stored one: a higher key id (a new row of a sequence) is absent without a
+    read. Valid because this process is the only writer of the projection's mirror rows and a
+    row is never changed once built; dropped by :meth:`forget` (a failed write, and every
+    (re)open of the projection: a rebuild's swap replaces the mirror rows)."""
+
+    def __init__(self, state: StateTables, projection: str, remember: bool = True) -> None:
         self._state = state
         self.projection = projection
+        #: False (a ClickHouse server, which other processes may write too): nothing is kept
+        self.remember = remember
+        self._known: dict[TableId, dict[str, "MirrorRow | None"]] = {}
+        self._top: dict[TableId, Any] = {}
+
+    def forget(self) -> None:
+        self._known.clear()
+        self._top.clear()
 
     def _rows(self, table: TableId, found: Sequence[tuple[str, str, str | None, int]]) -> list["MirrorRow"]:
         from ...engine.mirror import MirrorRow
@@ -71,14 +95,48 @@ class ClickHouseStateStore:
         return [MirrorRow(table, loads(key), None if row is None else loads(row), position_of(int(ver)),
                           _kid=kid) for kid, key, row, ver in found]
 
+    def _highest(self, table: TableId) -> float:
+        """The highest integer key id (of at most 38 digits) stored for ``table`` (-inf: none)."""
+        top = self._top.get(table, _UNKNOWN)
+        if top is _UNKNOWN:
+            top = self._top[table] = self._state.mirror_max_int_key(self.projection, table)
+        return top  # type: ignore[no-any-return]
+
     def load(self, table: TableId, key_ids: Collection[str]) -> dict[str, "MirrorRow"]:
         from ...engine.mirror import MirrorRow
         from .state import position_of
-        out = {}
-        for kid, key, row, ver, departed in self._state.mirror_load(self.projection, table, list(key_ids)):
+        known = self._known.setdefault(table, {})
+        out: dict[str, MirrorRow] = {}
+        missing: list[str] = []
+        for kid in key_ids:
+            row = known.get(kid, _UNKNOWN)
+            if row is _UNKNOWN:
+                missing.append(kid)
+            elif row is not None:
+                out[kid] = row
+        if missing and self.remember:
+            top = self._highest(table)
+            unknown = []
+            for kid in missing:
+                m = _INT_KEY.match(kid)
+                if m is not None and int(m.group(1)) > top:
+                    known[kid] = None                     # above every stored key: absent
+                else:
+                    unknown.append(kid)
+            missing = unknown
+        if not missing:
+            return out
+        found = self._state.mirror_load(self.projection, table, missing)
+        for kid in missing:
+            known[kid] = None
+        for kid, key, row, ver, departed in found:
             r = MirrorRow(table, loads(key), None if row is None else loads(row), position_of(int(ver)),
                           departed=None if departed is None else loads(departed), _kid=kid)
-            out[r.key_id] = r
+            out[kid] = known[kid] = r
+        if self.remember:
+            self._trim(known)
+        else:
+            self.forget()
         return out
 
     def find_by_column(self, table: TableId, column: str, values: Collection[Any]) -> list["MirrorRow"]:
@@ -99,8 +157,39 @@ class ClickHouseStateStore:
             out.append([self.projection, str(r.table), r.key_id, dumps(r.key),
                         None if r.row is None else dumps(r.row), orjson.dumps(canon).decode(),
                         version(r.position), None if r.departed is None else dumps(r.departed)])
-        if out:
+        if not out:
+            return
+        try:
             self._state.mirror_write(out)
+        except BaseException:
+            self.forget()                # the insert may have landed in part
+            raise
+        if not self.remember:
+            return
+        for r in rows:                   # FINAL keeps the highest position: so does the cache
+            known = self._known.setdefault(r.table, {})
+            kid = r.key_id
+            before = known.get(kid, _UNKNOWN)
+            if before is _UNKNOWN:
+                if r.stored is not None and r.stored > r.position:
+                    continue             # an older change than the stored row: it stays unknown
+            elif before is not None and before.position > r.position:
+                continue
+            known.pop(kid, None)
+            known[kid] = r
+            top = self._top.get(r.table, _UNKNOWN)
+            if top is not _UNKNOWN:
+                m = _INT_KEY.match(kid)
+                if m is not None and int(m.group(1)) > top:
+                    self._top[r.table] = int(m.group(1))
+        for known in self._known.values():
+            self._trim(known)
+
+    @staticmethod
+    def _trim(known: dict[str, Any]) -> None:
+        if len(known) > MIRROR_CACHE:
+            for kid in list(itertools.islice(known, len(known) - MIRROR_CACHE // 2)):
+                del known[kid]
 
 
 class ClickHouseProjectionTarget:
@@ -118,7 +207,7 @@ class ClickHouseProjectionTarget:
         self.plan = plan
         self.spec = spec
         self._view: TableView | AggregateView | None = None
-        self._state = ClickHouseStateStore(sink.state, plan.name)
+        self._state = ClickHouseStateStore(sink.state, plan.name, remember=sink.ch.embedded)
         self._ckpt_version = -1
         self._last_version = 0
         self._ckpt_position_version = 0
@@ -197,6 +286,11 @@ class ClickHouseProjectionTarget:
         log.warning("%s: row %s not stored: %s", self.plan.name, dict(change.key), reason)
 
     def load_checkpoint(self) -> StoredCheckpoint | None:
+        # the pipeline (re)opens: what the view and the mirror remember of their stored rows is
+        # dropped (a rebuild may have exchanged the tables and the mirror while it was paused)
+        self._state.forget()
+        if isinstance(self._view, AggregateView):
+            self._view.forget()
         found = self._sink.state.load_checkpoint(self.plan.name)
         if found is None:
             self._ckpt_version = 0
@@ -210,6 +304,7 @@ class ClickHouseProjectionTarget:
 
     def write(self, changes: Sequence[ViewChange], rows: Sequence["MirrorRow"],
               checkpoint: StoredCheckpoint | None) -> WriteStats:
+        t0 = time.perf_counter()
         stats = WriteStats(mirror_rows=len(rows))
         positions = [r.position for r in rows]
         if checkpoint is not None and checkpoint.position is not None:
@@ -238,6 +333,7 @@ class ClickHouseProjectionTarget:
             self._sink.state.write_checkpoint(self.plan.name, dict(checkpoint.streams), checkpoint.position,
                                               checkpoint.commit_ts_us, ck_ver)
             self._ckpt_version = ck_ver
+        trace("write", t0, self.plan.name, len(changes))
         return stats
 
     def read_view(self) -> list[dict[str, Any]]:
@@ -246,12 +342,14 @@ class ClickHouseProjectionTarget:
         return self._view.read()
 
     def drop(self) -> None:
+        self._state.forget()
         if self._view is not None:
             self._view.drop()
         self._sink.state.drop_projection(self.plan.name)
 
     def reset(self) -> None:
         # versions keep rising (they never go back), so what is written next wins anyway
+        self._state.forget()
         if self._view is not None:
             self._view.truncate()
         else:                      # not opened yet in this process: the tables may exist

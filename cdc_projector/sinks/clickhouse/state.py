@@ -193,6 +193,18 @@ class StateTables:
             "WHERE projection_name = {p:String} AND source_table = {t:String}) WHERE row IS NOT NULL",
             {"p": projection, "t": str(table)})]
 
+    def mirror_max_int_key(self, projection: str, table: TableId) -> float:
+        """The highest integer key id (``[N]``, N of at most 38 digits: an Int128) stored for
+        ``table``, tombstones included; -inf when there is none. (Other key ids that happen to
+        parse can only raise it: a key id above it is still absent.)"""
+        rows = self.ch.query(
+            "SELECT maxOrNull(if(length(key_id) <= 41 AND startsWith(key_id, '[') AND endsWith(key_id, ']'), "
+            "toInt128OrNull(substring(key_id, 2, length(key_id) - 2)), NULL)) "
+            f"FROM {self.ch.qualified(MIRROR)} WHERE projection_name = {{p:String}} AND source_table = {{t:String}}",
+            {"p": projection, "t": str(table)})
+        top = rows[0][0] if rows else None
+        return float("-inf") if top is None else int(top)
+
     def mirror_write(self, rows: list[list[Any]]) -> None:
         self.ch.insert(MIRROR, rows, ["projection_name", "source_table", "key_id", "key", "row", "canon", "_version",
                                       "departed"],
