@@ -117,6 +117,23 @@ class ClickHouse:
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"ClickHouse insert into {self.database}.{table} failed", self.url) from exc
 
+    def insert_file(self, table: str, columns: Sequence[str], path: str, fmt: str = "Native") -> None:
+        """Insert a file of rows in ClickHouse format ``fmt`` (e.g. Native blocks written by
+        another process). Embedded: read by the engine itself (``INSERT ... FROM INFILE``, which
+        runs without the GIL); a server: sent as the body of the insert."""
+        cols = ", ".join(ident(c, "column name") for c in columns)
+        ident(fmt, "format name")
+        try:
+            if self.embedded:
+                quoted = "'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'"
+                self._client.command(f"INSERT INTO {self.qualified(table)} ({cols}) FROM INFILE {quoted} "
+                                     f"FORMAT {fmt}", settings=QUERY_SETTINGS)
+            else:
+                with open(path, "rb") as f:
+                    self._client.raw_insert(self.qualified(table), list(columns), f.read(), fmt=fmt)
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"ClickHouse insert into {self.database}.{table} failed", self.url) from exc
+
     def qualified(self, table: str) -> str:
         """``\\`database\\`.\\`table\\``` with both names validated."""
         return f"{ident(self.database, 'database name')}.{ident(table, 'table name')}"

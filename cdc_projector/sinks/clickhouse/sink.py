@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import decimal
+import os
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Collection, Sequence
@@ -26,10 +27,11 @@ from ..base import StoredCheckpoint, ViewChange, WriteStats, register_planner, r
 from . import ddl
 from .aggregates import AggregateView
 from .client import ClickHouse, connect
-from .state import StateTables, dumps, loads, version
+from .state import MIRROR, MIRROR_NAMES, StateTables, dumps, loads, mirror_record, version
 from .tables import TableView
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .bulk import EncodedChunk
     from ...config.models import Projection
     from ...engine.deadletter import DeadLetter
     from ...engine.mirror import MirrorRow
@@ -92,13 +94,8 @@ class ClickHouseStateStore:
         return self._rows(table, self._state.mirror_all(self.projection, table))
 
     def write(self, rows: Sequence["MirrorRow"]) -> None:
-        from ...engine.mirror import value_id      # value_id(v) == key_id([v])
-        out = []
-        for r in rows:
-            canon = {} if r.row is None else {c: value_id(v) for c, v in r.as_row().items()}
-            out.append([self.projection, str(r.table), r.key_id, dumps(r.key),
-                        None if r.row is None else dumps(r.row), orjson.dumps(canon).decode(),
-                        version(r.position), None if r.departed is None else dumps(r.departed)])
+        projection = self.projection
+        out = [mirror_record(projection, r) for r in rows]
         if out:
             self._state.mirror_write(out)
 
@@ -237,6 +234,33 @@ class ClickHouseProjectionTarget:
             self._sink.state.write_checkpoint(self.plan.name, dict(checkpoint.streams), checkpoint.position,
                                               checkpoint.commit_ts_us, ck_ver)
             self._ckpt_version = ck_ver
+        return stats
+
+    def bulk_write(self, chunk: "EncodedChunk") -> WriteStats:
+        """Insert one chunk encoded by :class:`~.bulk.TableChunkEncoder` (view rows, then mirror
+        rows; no checkpoint: the loader writes it at the end). The files are removed."""
+        stats = WriteStats(mirror_rows=chunk.rows, upserted=chunk.upserted, deleted=chunk.deleted)
+        try:
+            if chunk.view_file is not None:
+                if self._view is None:
+                    assert chunk.spec is not None
+                    self._open(self.spec or chunk.spec)
+                if not self._recovered:
+                    self._recover(chunk.version)
+                self._sink.ch.insert_file(self.plan.target + "_data", chunk.view_columns, chunk.view_file)
+            for change, message, hint in chunk.rejected:
+                self._dead_letter(change, ProjectionError(message, hint=hint))
+            if chunk.mirror_file is not None:
+                self._sink.state.ensure()
+                self._sink.ch.insert_file(MIRROR, MIRROR_NAMES, chunk.mirror_file)
+        finally:
+            for path in (chunk.view_file, chunk.mirror_file):
+                if path is not None:
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+        self._last_version = max(self._last_version, chunk.version)
         return stats
 
     def read_view(self) -> list[dict[str, Any]]:

@@ -1,0 +1,329 @@
+"""The initial snapshot of a rebuilt table view, loaded on every core.
+
+The snapshot fast path of the engine (``Projector.process(..., fresh=True)``) still
+runs in one Python process: reading and decoding the rows, the documents, the
+view and mirror encodings and the inserts share one GIL, so a rebuild used one
+of the machine's cores (docs/rebuild.md, "Benchmark"). For the shape where that
+matters most - a ``kind: table`` projection of one table with a primary key, no
+lookups, no embeds, into ClickHouse - :class:`BulkSnapshot` loads the shadow's
+initial snapshot instead of the pipeline's snapshot batches:
+
+1. the source's snapshot reader (the transaction that imported the slot's exported
+   snapshot) runs ``COPY (SELECT <columns> FROM <table>) TO STDOUT``: exactly the rows
+   at the slot's consistent point, nothing read outside that snapshot. A thread of this
+   process cuts the lines into chunks (row ``i`` of the table gets position
+   ``(C, i)``, as the snapshot reader numbers them);
+2. worker processes (forked: they share the plan, its compiled expressions and the
+   target's encoders) decode each chunk with the snapshot's decoders and compute, per
+   row, what the fast path computes (the engine's ``_row_of`` and ``compute_document``:
+   one mirror row and one view change), then encode the view rows and mirror rows with
+   the sink's own encoders into Native files (:mod:`cdc_projector.sinks.clickhouse.bulk`);
+3. this process inserts the files (chDB reads them without the GIL), dead-letters what
+   failed, and at the end writes the checkpoint the snapshot's last batch would have
+   written; the pipeline then streams from the consistent point as usual.
+
+The shadow ends up with the same view rows, mirror rows (key, row, canonical values)
+and checkpoint as through the pipeline (tests/integration/test_rebuild_snapshot_fastpath.py
+compares the three ways). A failure anywhere (a worker dying included) fails the
+rebuild before the swap: the live view is untouched and the next rebuild starts over.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import multiprocessing
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from ..engine.deadletter import DeadLetter, letter_id
+from ..engine.documents import compute_document
+from ..engine.mirror import MirrorRow
+from ..engine.plan import ProjectionPlan
+from ..engine.projector import _no_children, _no_lookup, _row_of
+from ..errors import ProjectionError, RebuildError
+from ..events import ChangeEvent, Op, Position, TableId
+from ..sinks.base import StoredCheckpoint, ViewChange
+from ..sinks.clickhouse.state import version
+
+log = logging.getLogger(__name__)
+
+#: rows per chunk (one Native insert per chunk into the view and into the mirror)
+CHUNK_ROWS = 50_000
+#: environment switch: ``0`` turns the bulk load off (the pipeline's snapshot path is used)
+ENV_SWITCH = "CDC_PROJECTOR_BULK_SNAPSHOT"
+
+
+def default_workers() -> int:
+    """Worker processes: one per core (at least 2: the reader and inserts need little)."""
+    return max(2, min(os.cpu_count() or 2, 8))
+
+
+def applicable(plan: ProjectionPlan, sink: Any) -> bool:
+    """Can :class:`BulkSnapshot` load this projection's snapshot (see the module docs)?"""
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return False
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    return (type(sink).__name__ == "ClickHouseSink" and plan.kind == "table" and not plan.lookups
+            and not plan.embeds and set(plan.columns) == {plan.root})
+
+
+@dataclass
+class BulkStats:
+    rows: int = 0
+    chunks: int = 0
+    failures: int = 0
+    seconds: float = 0.0
+    insert_s: float = 0.0
+    worker_cpu_s: float = 0.0
+    workers: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class _Job:
+    """What a worker process does with a chunk (inherited by fork, never pickled)."""
+
+    def __init__(self, plan: ProjectionPlan, target: Any, table: TableId, columns: Sequence[str],
+                 decoders: Sequence[Any], keys: Sequence[str], lsn: int, encoding: str, directory: str) -> None:
+        from ..sinks.clickhouse.bulk import TableChunkEncoder
+        self.plan, self.table, self.lsn, self.encoding = plan, table, lsn, encoding
+        self.columns, self.decoders, self.keys = tuple(columns), tuple(decoders), tuple(keys)
+        self.mirror_columns = tuple(plan.columns[plan.root])
+        self.encoder = TableChunkEncoder(target, directory)
+        self.origin = {"stream": f"snapshot:{table}", "lsn": lsn}
+
+    def process(self, chunk_no: int, first_seq: int, data: bytes) -> tuple[Any, ...]:
+        from ..sources.postgres.snapshot import parse_copy_text
+        cpu0 = time.process_time()
+        plan, root, lsn = self.plan, self.plan.root, self.lsn
+        cols, decs, keys, mcols = self.columns, self.decoders, self.keys, self.mirror_columns
+        changes: list[ViewChange] = []
+        rows: list[MirrorRow] = []
+        failures: list[tuple[ChangeEvent, str, dict[str, Any]]] = []
+        seq = first_seq
+        for fields in parse_copy_text(data.decode(self.encoding)):
+            row = {c: (None if v is None else d(v)) for c, d, v in zip(cols, decs, fields)}
+            key = {k: row[k] for k in keys}
+            mrow = MirrorRow(root, key, _row_of(mcols, key, row, None), Position(lsn, seq))
+            rows.append(mrow)
+            try:
+                doc = compute_document(plan, mrow, _no_lookup, _no_children)
+            except ProjectionError as exc:
+                event = ChangeEvent(Op.READ, root, dict(key), None, row, Position(lsn, seq), None, None,
+                                    dict(self.origin))
+                failures.append((event, exc.message, dict(key)))
+            else:
+                changes.append(ViewChange(dict(key), doc))
+            seq += 1
+        ver = version(Position(lsn, seq - 1))
+        encoded = self.encoder.encode(f"chunk{chunk_no:07d}", changes, rows, ver)
+        return ("ok", chunk_no, encoded, failures, time.process_time() - cpu0)
+
+
+def _worker(job: _Job, tasks: Any, results: Any) -> None:
+    gc.freeze()            # the inherited heap is never collected here (and stays shared)
+    try:
+        while True:
+            item = tasks.get()
+            if item is None:
+                break
+            results.put(job.process(*item))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the rebuild
+        results.put(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+
+
+class BulkSnapshot:
+    """Loads the initial snapshot of ``pipeline``'s fresh table shadow (see the module docs)."""
+
+    def __init__(self, pipeline: Any, *, workers: int | None = None, chunk_rows: int = CHUNK_ROWS,
+                 on_rows: Callable[[int], None] | None = None) -> None:
+        self.pipeline = pipeline
+        self.workers = workers or default_workers()
+        self.chunk_rows = chunk_rows
+        self.on_rows = on_rows or (lambda n: None)
+        self.stats = BulkStats(workers=self.workers)
+
+    def reader(self) -> Any:
+        """The source's untouched initial snapshot reader, or None (then nothing is done)."""
+        pipeline = self.pipeline
+        if not getattr(pipeline, "_fresh", False):
+            return None
+        take = getattr(pipeline.source, "take_initial_snapshot", None)
+        reader = take() if take is not None else None
+        if reader is None or list(reader.tables) != [pipeline.plan.root]:
+            return None
+        return reader
+
+    def run(self) -> bool:
+        """Load the snapshot; False when it does not apply (nothing done: the pipeline reads it)."""
+        reader = self.reader()
+        if reader is None:
+            return False
+        plan = self.pipeline.plan
+        layout, decoders = reader.describe(plan.root)
+        if not layout.key_columns:
+            return False                     # no primary key: the pipeline reports it as usual
+        wanted = set(plan.columns[plan.root]) | set(layout.key_columns)
+        picked = [i for i, c in enumerate(layout.columns) if c in wanted]
+        columns = [layout.columns[i] for i in picked]
+        started = time.monotonic()
+        directory = tempfile.mkdtemp(prefix="cdcp-bulk-")
+        try:
+            job = _Job(plan, self.pipeline.target, plan.root, columns, [decoders[i] for i in picked],
+                       layout.key_columns, reader.position_lsn, reader.encoding, directory)
+            self._load(reader, job, columns)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        self._finish(reader.position_lsn)
+        self.stats.seconds = time.monotonic() - started
+        return True
+
+    # ------------------------------------------------------------------
+    def _load(self, reader: Any, job: _Job, columns: Sequence[str]) -> None:
+        ctx = multiprocessing.get_context("fork")
+        window = 2 * self.workers + 1           # chunks read but not inserted yet (memory, disk)
+        tasks = ctx.Queue(maxsize=self.workers + 1)
+        results = ctx.Queue()
+        slots = threading.Semaphore(window)
+        stop = threading.Event()
+        feed = _Feeder(reader, job.table, columns, tasks, slots, stop, self.chunk_rows, self.workers)
+        procs = [ctx.Process(target=_worker, args=(job, tasks, results), name=f"cdcp-bulk-{i}", daemon=True)
+                 for i in range(self.workers)]
+        for p in procs:
+            p.start()
+        feed.start()
+        target = self.pipeline.target
+        letters = self.pipeline.dead_letters
+        try:
+            received = 0
+            while feed.total is None or received < feed.total:
+                try:
+                    msg = results.get(timeout=0.5)
+                except queue.Empty:
+                    if feed.error is not None:
+                        raise feed.error
+                    dead = [p for p in procs if p.exitcode not in (None, 0)]
+                    if dead:
+                        raise RebuildError(f"rebuild {self.pipeline.plan.name}: snapshot worker {dead[0].name} "
+                                           f"died (exit code {dead[0].exitcode})",
+                                           hint="the live view is untouched; run the rebuild again")
+                    continue
+                if msg[0] == "error":
+                    log.error("snapshot worker failed: %s", msg[2])
+                    raise RebuildError(f"rebuild {self.pipeline.plan.name}: snapshot worker failed: {msg[1]}",
+                                       hint="the live view is untouched; run the rebuild again")
+                _, _chunk_no, encoded, failures, cpu_s = msg
+                t0 = time.perf_counter()
+                target.bulk_write(encoded)
+                for event, reason, key in failures:
+                    letters.put(DeadLetter(id=letter_id(self.pipeline.plan.name, [event], reason),
+                                           projection=self.pipeline.plan.name, reason=reason,
+                                           events=[event], origin=dict(event.origin)))
+                self.stats.insert_s += time.perf_counter() - t0
+                self.stats.worker_cpu_s += cpu_s
+                self.stats.failures += len(failures)
+                self.stats.rows += encoded.rows
+                self.stats.chunks += 1
+                received += 1
+                slots.release()
+                self.on_rows(self.stats.rows)
+            if feed.error is not None:
+                raise feed.error
+            for p in procs:
+                p.join(timeout=30)
+        finally:
+            stop.set()
+            feed.join()
+            for p in procs:
+                if p.is_alive():
+                    p.kill()
+                p.join()
+            tasks.close()
+            results.close()
+
+    def _finish(self, lsn: int) -> None:
+        """The checkpoint (and stats) the pipeline would hold after the snapshot's last batch."""
+        pipeline = self.pipeline
+        streams = pipeline.source.finish_initial_snapshot()
+        position = Position(lsn, self.stats.rows) if self.stats.rows else None
+        base = pipeline._checkpoint or StoredCheckpoint()  # noqa: SLF001 - the pipeline merges into it
+        checkpoint = base.merged(streams, position, None)
+        pipeline.target.write([], [], checkpoint)
+        pipeline._checkpoint = checkpoint  # noqa: SLF001
+        pipeline.source.ack(dict(streams))
+        pipeline._set_fresh(False)  # noqa: SLF001 - the snapshot is over: streaming from now on
+        stats = pipeline.stats
+        stats.batches += self.stats.chunks
+        stats.events += self.stats.rows
+        stats.dead_letters += self.stats.failures
+        stats.sink_s += self.stats.insert_s
+        if position is not None:
+            stats.position = str(position)
+
+
+class _Feeder(threading.Thread):
+    """Runs the snapshot's COPY and hands chunks of lines to the workers (a thread of the loader)."""
+
+    def __init__(self, reader: Any, table: TableId, columns: Sequence[str], tasks: Any,
+                 slots: threading.Semaphore, stop: threading.Event, chunk_rows: int, workers: int) -> None:
+        super().__init__(name="cdcp-bulk-feed", daemon=True)
+        self.reader, self.table, self.columns = reader, table, list(columns)
+        self.tasks, self.slots, self.stop_event = tasks, slots, stop
+        self.chunk_rows, self.workers = chunk_rows, workers
+        self.total: int | None = None
+        self.error: BaseException | None = None
+        self._lines: list[bytes] = []
+        self._chunks = 0
+        self._next_seq = 1          # seq 0 is the snapshot-end truncate's (see replication.py)
+
+    def _put(self, item: Any) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.tasks.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped()
+
+    def _dispatch(self) -> None:
+        lines, self._lines = self._lines, []
+        while not self.slots.acquire(timeout=0.2):
+            if self.stop_event.is_set():
+                raise _Stopped()
+        self._put((self._chunks, self._next_seq, b"".join(lines)))
+        self._chunks += 1
+        self._next_seq += len(lines)
+
+    def _write(self, line: bytes) -> None:
+        lines = self._lines
+        lines.append(line)
+        if len(lines) >= self.chunk_rows:
+            self._dispatch()
+
+    def run(self) -> None:
+        try:
+            self.reader.copy_out(self.table, self.columns, self._write)
+            if self._lines:
+                self._dispatch()
+            self.total = self._chunks
+        except _Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the loader
+            self.error = exc
+        finally:
+            try:
+                for _ in range(self.workers):
+                    self._put(None)        # each worker ends after the chunks before it
+            except _Stopped:
+                pass
+
+
+class _Stopped(Exception):
+    """The loader stopped the feeder (an error elsewhere)."""
