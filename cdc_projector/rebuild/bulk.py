@@ -46,7 +46,7 @@ from ..engine.deadletter import DeadLetter, letter_id
 from ..engine.documents import compute_document
 from ..engine.mirror import MirrorRow
 from ..engine.plan import ProjectionPlan
-from ..engine.projector import _no_children, _no_lookup, _row_of
+from ..engine.projector import _no_children, _no_lookup
 from ..errors import ProjectionError, RebuildError
 from ..events import ChangeEvent, Op, Position, TableId
 from ..sinks.base import StoredCheckpoint, ViewChange
@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 #: rows per chunk (one Native insert per chunk into the view and into the mirror)
 CHUNK_ROWS = 50_000
+#: chunks inserted together (one part of up to 400,000 rows: fewer background merges)
+INSERT_CHUNKS = 8
 #: environment switch: ``0`` turns the bulk load off (the pipeline's snapshot path is used)
 ENV_SWITCH = "CDC_PROJECTOR_BULK_SNAPSHOT"
 
@@ -98,26 +100,30 @@ class _Job:
         self.mirror_columns = tuple(plan.columns[plan.root])
         self.encoder = TableChunkEncoder(target, directory)
         self.origin = {"stream": f"snapshot:{table}", "lsn": lsn}
+        self.key_and_row = _key_and_row(self.columns, self.decoders, self.keys, self.mirror_columns)
+
+    def full_row(self, fields: Sequence[str | None]) -> dict[str, Any]:
+        """The whole row as the snapshot reader decodes it (for a dead letter's event)."""
+        return {c: (None if v is None else d(v)) for c, d, v in zip(self.columns, self.decoders, fields)}
 
     def process(self, chunk_no: int, first_seq: int, data: bytes) -> tuple[Any, ...]:
         from ..sources.postgres.snapshot import parse_copy_text
         cpu0 = time.process_time()
         plan, root, lsn = self.plan, self.plan.root, self.lsn
-        cols, decs, keys, mcols = self.columns, self.decoders, self.keys, self.mirror_columns
+        key_and_row = self.key_and_row
         changes: list[ViewChange] = []
         rows: list[MirrorRow] = []
         failures: list[tuple[ChangeEvent, str, dict[str, Any]]] = []
         seq = first_seq
         for fields in parse_copy_text(data.decode(self.encoding)):
-            row = {c: (None if v is None else d(v)) for c, d, v in zip(cols, decs, fields)}
-            key = {k: row[k] for k in keys}
-            mrow = MirrorRow(root, key, _row_of(mcols, key, row, None), Position(lsn, seq))
+            key, row = key_and_row(fields)
+            mrow = MirrorRow(root, key, row, Position(lsn, seq))
             rows.append(mrow)
             try:
                 doc = compute_document(plan, mrow, _no_lookup, _no_children)
             except ProjectionError as exc:
-                event = ChangeEvent(Op.READ, root, dict(key), None, row, Position(lsn, seq), None, None,
-                                    dict(self.origin))
+                event = ChangeEvent(Op.READ, root, dict(key), None, self.full_row(fields), Position(lsn, seq),
+                                    None, None, dict(self.origin))
                 failures.append((event, exc.message, dict(key)))
             else:
                 changes.append(ViewChange(dict(key), doc))
@@ -127,11 +133,35 @@ class _Job:
         return ("ok", chunk_no, encoded, failures, time.process_time() - cpu0)
 
 
-def _worker(job: _Job, tasks: Any, results: Any) -> None:
+def _key_and_row(columns: Sequence[str], decoders: Sequence[Any], keys: Sequence[str],
+                 mirror_columns: Sequence[str]) -> Callable[[Sequence[str | None]], tuple[dict[str, Any], dict[str, Any]]]:
+    """A function of a COPY line's fields giving the READ event's key and the mirror row the
+    fast path builds from it (``_row_of(mirror_columns, key, decoded_row, None)``: every kept
+    column decoded once; one the table lacks reads as NULL), as straight-line code."""
+    index = {c: i for i, c in enumerate(columns)}
+    needed = sorted({index[c] for c in (*keys, *mirror_columns) if c in index})
+    lines = ["def key_and_row(f):"]
+    for i in needed:
+        lines += [f"    v{i} = f[{i}]", f"    if v{i} is not None:", f"        v{i} = D{i}(v{i})"]
+    key = ", ".join(f"{c!r}: v{index[c]}" for c in keys)
+    row = ", ".join(f"{c!r}: v{index[c]}" if c in index else f"{c!r}: None" for c in mirror_columns)
+    lines.append(f"    return {{{key}}}, {{{row}}}")
+    namespace: dict[str, Any] = {f"D{i}": decoders[i] for i in needed}
+    exec("\n".join(lines), namespace)  # noqa: S102 - names are repr() literals, values indices
+    return namespace["key_and_row"]  # type: ignore[no-any-return]
+
+
+def _worker(job: _Job, tasks: Any, results: Any, parent: int) -> None:
     gc.freeze()            # the inherited heap is never collected here (and stays shared)
     try:
         while True:
-            item = tasks.get()
+            try:
+                item = tasks.get(timeout=1.0)
+            except queue.Empty:
+                if os.getppid() != parent:          # the loader was killed: nobody waits for us
+                    shutil.rmtree(job.encoder.directory, ignore_errors=True)
+                    return
+                continue
             if item is None:
                 break
             results.put(job.process(*item))
@@ -142,11 +172,12 @@ def _worker(job: _Job, tasks: Any, results: Any) -> None:
 class BulkSnapshot:
     """Loads the initial snapshot of ``pipeline``'s fresh table shadow (see the module docs)."""
 
-    def __init__(self, pipeline: Any, *, workers: int | None = None, chunk_rows: int = CHUNK_ROWS,
-                 on_rows: Callable[[int], None] | None = None) -> None:
+    def __init__(self, pipeline: Any, *, workers: int | None = None, chunk_rows: int | None = None,
+                 insert_chunks: int | None = None, on_rows: Callable[[int], None] | None = None) -> None:
         self.pipeline = pipeline
+        self.insert_chunks = max(1, insert_chunks or INSERT_CHUNKS)
         self.workers = workers or default_workers()
-        self.chunk_rows = chunk_rows
+        self.chunk_rows = chunk_rows or CHUNK_ROWS
         self.on_rows = on_rows or (lambda n: None)
         self.stats = BulkStats(workers=self.workers)
 
@@ -170,13 +201,11 @@ class BulkSnapshot:
         layout, decoders = reader.describe(plan.root)
         if not layout.key_columns:
             return False                     # no primary key: the pipeline reports it as usual
-        wanted = set(plan.columns[plan.root]) | set(layout.key_columns)
-        picked = [i for i, c in enumerate(layout.columns) if c in wanted]
-        columns = [layout.columns[i] for i in picked]
+        columns = list(layout.columns)       # all of them, as the reader: a dead letter's event shows the row
         started = time.monotonic()
         directory = tempfile.mkdtemp(prefix="cdcp-bulk-")
         try:
-            job = _Job(plan, self.pipeline.target, plan.root, columns, [decoders[i] for i in picked],
+            job = _Job(plan, self.pipeline.target, plan.root, columns, decoders,
                        layout.key_columns, reader.position_lsn, reader.encoding, directory)
             self._load(reader, job, columns)
         finally:
@@ -188,22 +217,28 @@ class BulkSnapshot:
     # ------------------------------------------------------------------
     def _load(self, reader: Any, job: _Job, columns: Sequence[str]) -> None:
         ctx = multiprocessing.get_context("fork")
-        window = 2 * self.workers + 1           # chunks read but not inserted yet (memory, disk)
+        window = self.insert_chunks + 2 * self.workers + 1     # chunks read, not inserted yet (memory, disk)
         tasks = ctx.Queue(maxsize=self.workers + 1)
         results = ctx.Queue()
         slots = threading.Semaphore(window)
         stop = threading.Event()
         feed = _Feeder(reader, job.table, columns, tasks, slots, stop, self.chunk_rows, self.workers)
-        procs = [ctx.Process(target=_worker, args=(job, tasks, results), name=f"cdcp-bulk-{i}", daemon=True)
+        procs = [ctx.Process(target=_worker, args=(job, tasks, results, os.getpid()), name=f"cdcp-bulk-{i}",
+                             daemon=True)
                  for i in range(self.workers)]
         for p in procs:
             p.start()
         feed.start()
         target = self.pipeline.target
         letters = self.pipeline.dead_letters
+        held: list[Any] = []                    # encoded chunks waiting to be inserted together
         try:
             received = 0
             while feed.total is None or received < feed.total:
+                if held and (len(held) >= self.insert_chunks or received == feed.total):
+                    self._insert(held, target, slots)
+                    held = []
+                    continue
                 try:
                     msg = results.get(timeout=0.5)
                 except queue.Empty:
@@ -220,20 +255,16 @@ class BulkSnapshot:
                     raise RebuildError(f"rebuild {self.pipeline.plan.name}: snapshot worker failed: {msg[1]}",
                                        hint="the live view is untouched; run the rebuild again")
                 _, _chunk_no, encoded, failures, cpu_s = msg
-                t0 = time.perf_counter()
-                target.bulk_write(encoded)
                 for event, reason, key in failures:
                     letters.put(DeadLetter(id=letter_id(self.pipeline.plan.name, [event], reason),
                                            projection=self.pipeline.plan.name, reason=reason,
                                            events=[event], origin=dict(event.origin)))
-                self.stats.insert_s += time.perf_counter() - t0
                 self.stats.worker_cpu_s += cpu_s
                 self.stats.failures += len(failures)
-                self.stats.rows += encoded.rows
-                self.stats.chunks += 1
+                held.append(encoded)
                 received += 1
-                slots.release()
-                self.on_rows(self.stats.rows)
+            if held:
+                self._insert(held, target, slots)
             if feed.error is not None:
                 raise feed.error
             for p in procs:
@@ -247,6 +278,16 @@ class BulkSnapshot:
                 p.join()
             tasks.close()
             results.close()
+
+    def _insert(self, held: list[Any], target: Any, slots: threading.Semaphore) -> None:
+        t0 = time.perf_counter()
+        target.bulk_write(held)
+        self.stats.insert_s += time.perf_counter() - t0
+        self.stats.rows += sum(c.rows for c in held)
+        self.stats.chunks += len(held)
+        for _ in held:
+            slots.release()
+        self.on_rows(self.stats.rows)
 
     def _finish(self, lsn: int) -> None:
         """The checkpoint (and stats) the pipeline would hold after the snapshot's last batch."""

@@ -44,6 +44,12 @@ def native_block(names: Sequence[str], types: Sequence[str], columns: Sequence[S
     return bytes(out)
 
 
+def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows pivoted to columns (one list comprehension per column: ``zip(*rows)`` over tens of
+    thousands of rows costs three times more)."""
+    return [[r[i] for r in rows] for i in range(len(rows[0]))] if rows else []
+
+
 @dataclass
 class EncodedChunk:
     """One chunk of a table view's bulk load, ready to insert (files in a temp directory)."""
@@ -88,7 +94,7 @@ class TableChunkEncoder:
             if data:
                 names = [c.name for c in view._columns] + ["_version", "_is_deleted"]  # noqa: SLF001
                 types = [c.type.name for c in view._columns] + ["UInt128", "UInt8"]    # noqa: SLF001
-                out.view_file = self._write(f"{name}.view.native", native_block(names, types, list(zip(*data))))
+                out.view_file = self._write(f"{name}.view.native", native_block(names, types, _columns(data)))
                 out.view_columns = tuple(names)
                 out.deleted = sum(1 for r in data if r[-1])
                 out.upserted = len(data) - out.deleted
@@ -96,7 +102,7 @@ class TableChunkEncoder:
             projection = self.plan.name
             records = [mirror_record(projection, r) for r in rows]
             out.mirror_file = self._write(f"{name}.mirror.native",
-                                          native_block(MIRROR_NAMES, MIRROR_TYPES, list(zip(*records))))
+                                          native_block(MIRROR_NAMES, MIRROR_TYPES, _columns(records)))
         return out
 
     def _write(self, name: str, data: bytes) -> str:

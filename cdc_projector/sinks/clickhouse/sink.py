@@ -236,31 +236,43 @@ class ClickHouseProjectionTarget:
             self._ckpt_version = ck_ver
         return stats
 
-    def bulk_write(self, chunk: "EncodedChunk") -> WriteStats:
-        """Insert one chunk encoded by :class:`~.bulk.TableChunkEncoder` (view rows, then mirror
-        rows; no checkpoint: the loader writes it at the end). The files are removed."""
-        stats = WriteStats(mirror_rows=chunk.rows, upserted=chunk.upserted, deleted=chunk.deleted)
+    def bulk_write(self, chunks: Sequence["EncodedChunk"]) -> WriteStats:
+        """Insert chunks encoded by :class:`~.bulk.TableChunkEncoder`: their view rows as one
+        insert, then their mirror rows as one (one part each, however many chunks); no
+        checkpoint (the loader writes it at the end). The files are removed."""
+        stats = WriteStats()
         try:
-            if chunk.view_file is not None:
+            views = [c for c in chunks if c.view_file is not None]
+            if views:
                 if self._view is None:
-                    assert chunk.spec is not None
-                    self._open(self.spec or chunk.spec)
+                    spec = self.spec or views[0].spec
+                    assert spec is not None
+                    self._open(spec)
                 if not self._recovered:
-                    self._recover(chunk.version)
-                self._sink.ch.insert_file(self.plan.target + "_data", chunk.view_columns, chunk.view_file)
-            for change, message, hint in chunk.rejected:
-                self._dead_letter(change, ProjectionError(message, hint=hint))
-            if chunk.mirror_file is not None:
+                    self._recover(max(c.version for c in views))
+                for columns in {c.view_columns for c in views}:
+                    self._sink.ch.insert_files(self.plan.target + "_data", columns,
+                                               [c.view_file for c in views if c.view_columns == columns])
+            for chunk in chunks:
+                for change, message, hint in chunk.rejected:
+                    self._dead_letter(change, ProjectionError(message, hint=hint))
+            mirrors = [c.mirror_file for c in chunks if c.mirror_file is not None]
+            if mirrors:
                 self._sink.state.ensure()
-                self._sink.ch.insert_file(MIRROR, MIRROR_NAMES, chunk.mirror_file)
+                self._sink.ch.insert_files(MIRROR, MIRROR_NAMES, mirrors)
         finally:
-            for path in (chunk.view_file, chunk.mirror_file):
-                if path is not None:
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
-        self._last_version = max(self._last_version, chunk.version)
+            for chunk in chunks:
+                for path in (chunk.view_file, chunk.mirror_file):
+                    if path is not None:
+                        try:
+                            os.unlink(path)
+                        except OSError:
+                            pass
+        for chunk in chunks:
+            stats.mirror_rows += chunk.rows
+            stats.upserted += chunk.upserted
+            stats.deleted += chunk.deleted
+            self._last_version = max(self._last_version, chunk.version)
         return stats
 
     def read_view(self) -> list[dict[str, Any]]:
