@@ -85,7 +85,7 @@ class TableChunkEncoder:
                 spec = self.spec or self._target._spec_from(changes[0])  # noqa: SLF001 - same spec as write
                 assert isinstance(spec, ddl.TableSpec)
                 self.spec = spec
-                self._view = TableView(None, spec)  # type: ignore[arg-type] - encoding only, no connection
+                self._view = TableView(None, spec)  # type: ignore[arg-type]  # encoding only: no connection
             view = self._view
             rejected: list[tuple[ViewChange, ProjectionError]] = []
             data = view.rows_for(self._target._flatten(changes), ver, rejected)  # noqa: SLF001

@@ -252,7 +252,8 @@ class ClickHouseProjectionTarget:
                     self._recover(max(c.version for c in views))
                 for columns in {c.view_columns for c in views}:
                     self._sink.ch.insert_files(self.plan.target + "_data", columns,
-                                               [c.view_file for c in views if c.view_columns == columns])
+                                               [c.view_file for c in views
+                                                if c.view_file is not None and c.view_columns == columns])
             for chunk in chunks:
                 for change, message, hint in chunk.rejected:
                     self._dead_letter(change, ProjectionError(message, hint=hint))

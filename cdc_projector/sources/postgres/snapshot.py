@@ -375,7 +375,7 @@ def copy_unescape(field: str) -> str | None:
     return _COPY_ESCAPE_RE.sub(_copy_unescape_one, field)
 
 
-def parse_copy_text(text: str) -> list[list[str | None]]:
+def parse_copy_text(text: str) -> Sequence[Sequence[str | None]]:
     """Rows of COPY's text format (lines ending with newline, tab-separated fields) as lists of
     the fields' text, None for NULL: the same text a ``SELECT`` through the raw-text caster gives."""
     lines = text.split("\n")
