@@ -107,29 +107,39 @@ class _Job:
         return {c: (None if v is None else d(v)) for c, d, v in zip(self.columns, self.decoders, fields)}
 
     def process(self, chunk_no: int, first_seq: int, data: bytes) -> tuple[Any, ...]:
+        """One chunk: per row the fast path's mirror row and document (``compute_document``) and
+        the view row ``TableView.rows_for`` would encode, then both encoded to Native files."""
         from ..sources.postgres.snapshot import parse_copy_text
         cpu0 = time.process_time()
         plan, root, lsn = self.plan, self.plan.root, self.lsn
-        key_and_row = self.key_and_row
-        changes: list[ViewChange] = []
+        key_and_row, encoder = self.key_and_row, self.encoder
+        lines = parse_copy_text(data.decode(self.encoding))
+        ver = version(Position(lsn, first_seq + len(lines) - 1))     # the chunk's highest position
+        view_rows: list[list[Any]] = []
         rows: list[MirrorRow] = []
         failures: list[tuple[ChangeEvent, str, dict[str, Any]]] = []
+        rejected: list[tuple[ViewChange, str, str | None]] = []
+        view = None
         seq = first_seq
-        for fields in parse_copy_text(data.decode(self.encoding)):
+        for fields in lines:
             key, row = key_and_row(fields)
             mrow = MirrorRow(root, key, row, Position(lsn, seq))
             rows.append(mrow)
+            seq += 1
             try:
                 doc = compute_document(plan, mrow, _no_lookup, _no_children)
             except ProjectionError as exc:
-                event = ChangeEvent(Op.READ, root, dict(key), None, self.full_row(fields), Position(lsn, seq),
+                event = ChangeEvent(Op.READ, root, dict(key), None, self.full_row(fields), mrow.position,
                                     None, None, dict(self.origin))
                 failures.append((event, exc.message, dict(key)))
-            else:
-                changes.append(ViewChange(dict(key), doc))
-            seq += 1
-        ver = version(Position(lsn, seq - 1))
-        encoded = self.encoder.encode(f"chunk{chunk_no:07d}", changes, rows, ver)
+                continue
+            if view is None:
+                view = encoder.view(key)
+            try:
+                view_rows.append(view.row_for(key, doc, ver))
+            except ProjectionError as exc:      # the row keeps no content; the sink dead-letters it
+                rejected.append((ViewChange(dict(key), doc), exc.message, exc.hint))
+        encoded = encoder.encode(f"chunk{chunk_no:07d}", view_rows, rows, ver, rejected)
         return ("ok", chunk_no, encoded, failures, time.process_time() - cpu0)
 
 
