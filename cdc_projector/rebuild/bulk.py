@@ -46,7 +46,6 @@ from ..engine.deadletter import DeadLetter, letter_id
 from ..engine.documents import compute_document
 from ..engine.mirror import MirrorRow
 from ..engine.plan import ProjectionPlan
-from ..engine.projector import _no_children, _no_lookup
 from ..errors import ProjectionError, RebuildError
 from ..events import ChangeEvent, Op, Position, TableId
 from ..sinks.base import StoredCheckpoint, ViewChange
@@ -54,12 +53,20 @@ from ..sinks.clickhouse.state import version
 
 log = logging.getLogger(__name__)
 
-#: rows per chunk (one Native insert per chunk into the view and into the mirror)
+#: rows per chunk (one worker task; its view rows and mirror rows become one Native file each)
 CHUNK_ROWS = 50_000
 #: chunks inserted together (one part of up to 400,000 rows: fewer background merges)
 INSERT_CHUNKS = 8
 #: environment switch: ``0`` turns the bulk load off (the pipeline's snapshot path is used)
 ENV_SWITCH = "CDC_PROJECTOR_BULK_SNAPSHOT"
+
+
+def _no_lookup(lookup: Any, value: Any) -> None:
+    return None            # the plans loaded in bulk have no lookups ...
+
+
+def _no_children(embed: Any, parent: Any) -> list[Any]:
+    return []              # ... and no embeds
 
 
 def default_workers() -> int:
