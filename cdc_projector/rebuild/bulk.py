@@ -169,7 +169,12 @@ def _key_and_row(columns: Sequence[str], decoders: Sequence[Any], keys: Sequence
 
 
 def _worker(job: _Job, tasks: Any, results: Any, parent: int) -> None:
-    gc.freeze()            # the inherited heap is never collected here (and stays shared)
+    # The inherited heap is never collected here (and its pages stay shared), and the cyclic
+    # collector is off (15% of the CPU otherwise): a chunk's objects hold no cycles and go by
+    # reference counting; a full collection between chunks now and then bounds anything else.
+    gc.freeze()
+    gc.disable()
+    done = 0
     try:
         while True:
             try:
@@ -182,6 +187,9 @@ def _worker(job: _Job, tasks: Any, results: Any, parent: int) -> None:
             if item is None:
                 break
             results.put(job.process(*item))
+            done += 1
+            if done % 10 == 0:
+                gc.collect()
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the rebuild
         results.put(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
 
