@@ -168,7 +168,31 @@ def _key_and_row(columns: Sequence[str], decoders: Sequence[Any], keys: Sequence
     return namespace["key_and_row"]  # type: ignore[no-any-return]
 
 
-def _worker(job: _Job, tasks: Any, results: Any, parent: int) -> None:
+def _release_inherited(folder: str | None) -> None:
+    """Close what this forked worker inherited and must not keep alive after its parent:
+    sockets (the source's replication connection - a slot stays "in use" while any copy of
+    it is open -, an ops API's listening socket) and files under ``folder`` (an embedded
+    ClickHouse's data directory, locked by ``flock`` on one of them). Linux: ``/proc/self/fd``;
+    the worker's own queues are pipes."""
+    prefix = os.path.join(os.path.realpath(folder), "") if folder else None
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in fds:
+        try:
+            fd = int(name)
+            if fd <= 2:
+                continue
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:") or (prefix and os.path.join(target, "").startswith(prefix)):
+                os.close(fd)
+        except (OSError, ValueError):
+            continue
+
+
+def _worker(job: _Job, tasks: Any, results: Any, parent: int, locked: str | None) -> None:
+    _release_inherited(locked)
     # The inherited heap is never collected here (and its pages stay shared), and the cyclic
     # collector is off (15% of the CPU otherwise): a chunk's objects hold no cycles and go by
     # reference counting; a full collection between chunks now and then bounds anything else.
@@ -177,12 +201,13 @@ def _worker(job: _Job, tasks: Any, results: Any, parent: int) -> None:
     done = 0
     try:
         while True:
+            if os.getppid() != parent:              # the loader was killed: nobody reads our results
+                shutil.rmtree(job.encoder.directory, ignore_errors=True)
+                results.cancel_join_thread()
+                os._exit(0)
             try:
-                item = tasks.get(timeout=1.0)
+                item = tasks.get(timeout=0.5)
             except queue.Empty:
-                if os.getppid() != parent:          # the loader was killed: nobody waits for us
-                    shutil.rmtree(job.encoder.directory, ignore_errors=True)
-                    return
                 continue
             if item is None:
                 break
@@ -248,8 +273,10 @@ class BulkSnapshot:
         slots = threading.Semaphore(window)
         stop = threading.Event()
         feed = _Feeder(reader, job.table, columns, tasks, slots, stop, self.chunk_rows, self.workers)
-        procs = [ctx.Process(target=_worker, args=(job, tasks, results, os.getpid()), name=f"cdcp-bulk-{i}",
-                             daemon=True)
+        ch = getattr(getattr(self.pipeline.target, "_sink", None), "_ch", None)
+        locked = ch.path if ch is not None and getattr(ch, "embedded", False) else None
+        procs = [ctx.Process(target=_worker, args=(job, tasks, results, os.getpid(), locked),
+                             name=f"cdcp-bulk-{i}", daemon=True)
                  for i in range(self.workers)]
         for p in procs:
             p.start()
