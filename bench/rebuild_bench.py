@@ -7,10 +7,12 @@ total numeric, status, placed_at timestamptz) filled by ``generate_series``, a
 ``kind: table`` projection of it into embedded ClickHouse (chDB) in a temp dir,
 then ``rebuild --from snapshot`` (a new slot with an exported snapshot, the
 engine over the snapshot rows, the swap). Prints the total and where the time
-went: projector (engine), sink writes (view rows + mirror + checkpoint), the swap,
-and the rest (waiting for the snapshot reader, slot handling); also the CPU time of
-the process (all its threads, chDB's included; not PostgreSQL's) and the load
-average at the end - on a shared machine the wall times follow the load.
+went: the initial snapshot loaded in bulk by worker processes (rebuild/bulk.py; with
+``--no-bulk`` the pipeline reads it), projector (engine), sink writes (view rows + mirror
++ checkpoint; for the bulk load: the inserts), the swap, and the rest (slot handling,
+catch-up); also the CPU time of the process (all its threads, chDB's included; not
+PostgreSQL's), of its worker processes, and the load average at start -> end - on a
+shared machine the wall times follow the load.
 """
 from __future__ import annotations
 
@@ -56,7 +58,13 @@ def fill(dsn: str, rows: int) -> float:
     return time.perf_counter() - t0
 
 
-def run(rows: int, batch: int) -> dict[str, object]:
+def _children_cpu() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def run(rows: int, batch: int, bulk: bool = True) -> dict[str, object]:
+    load0 = f"{os.getloadavg()[0]:.1f}"
     db = create_database("cdcp_bench")
     tmp = tempfile.mkdtemp(prefix="rebuild_bench_")
     try:
@@ -74,19 +82,23 @@ def run(rows: int, batch: int) -> dict[str, object]:
         plan = plan_of(project, "orders_table")
         sink = open_sink_for(project, plan)
         try:
-            t0, cpu0 = time.perf_counter(), time.process_time()
+            t0, cpu0, ch0 = time.perf_counter(), time.process_time(), _children_cpu()
             result = Rebuilder(project, sink, plan, NoLive(), progress=Progress("orders_table"),
-                               with_checksum=False, catchup_timeout_s=3600).run()
+                               with_checksum=False, catchup_timeout_s=3600, bulk=bulk).run()
             total_s, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
+            children_s = _children_cpu() - ch0
             count = sink.ch.query("SELECT count() FROM bench.orders_table")[0][0]  # type: ignore[attr-defined]
         finally:
             sink.close()
         assert count == rows, f"the rebuilt view has {count} rows, expected {rows}"
         return {"rows": rows, "batch_size": batch, "fill_s": round(fill_s, 1), "rebuild_s": round(total_s, 1),
                 "rows_per_s": round(rows / total_s), "engine_s": round(result.engine_s, 1),
+                "bulk_snapshot_s": round(result.bulk_s, 1),
                 "sink_s": round(result.sink_s, 1), "swap_s": round(result.swap_s, 1),
-                "source_and_rest_s": round(total_s - result.engine_s - result.sink_s - result.swap_s, 1),
-                "process_cpu_s": round(cpu_s, 1), "load": " ".join(f"{x:.1f}" for x in os.getloadavg())}
+                "source_and_rest_s": round(total_s - result.engine_s - result.sink_s - result.swap_s
+                                           - max(0.0, result.bulk_s - result.sink_s), 1),
+                "process_cpu_s": round(cpu_s, 1), "workers_cpu_s": round(children_s, 1),
+                "load": f"{load0} -> " + " ".join(f"{x:.1f}" for x in os.getloadavg())}
     finally:
         drop_database(db.name)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -96,11 +108,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, action="append", help="source rows (repeatable; default 1000000)")
     ap.add_argument("--batch", type=int, default=20000, help="runtime.batch_size of the rebuild")
+    ap.add_argument("--no-bulk", action="store_true",
+                    help="read the snapshot through the pipeline (no worker processes), as before")
     args = ap.parse_args()
     print(json.dumps({"machine": f"{platform.node()} {platform.processor() or platform.machine()} "
                                  f"{os.cpu_count()} cpus", "date": time.strftime("%Y-%m-%d")}))
     for rows in args.rows or [1_000_000]:
-        print(json.dumps(run(rows, args.batch)), flush=True)
+        print(json.dumps(run(rows, args.batch, bulk=not args.no_bulk)), flush=True)
 
 
 if __name__ == "__main__":

@@ -72,13 +72,15 @@ class RebuildResult:
     sink_s: float = 0.0
     #: the swap (mirror copy, exchange, leftovers dropped)
     swap_s: float = 0.0
+    #: the initial snapshot loaded in bulk (:mod:`.bulk`; 0 when the pipeline read it)
+    bulk_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"projection": self.name, "shadow": self.shadow, "swapped": self.swapped,
                 "checksum": self.checksum, "rows": self.rows, "events": self.events,
                 "position": self.position, "seconds": round(self.seconds, 3), "view": self.view,
                 "notes": list(self.notes), "engine_s": round(self.engine_s, 3), "sink_s": round(self.sink_s, 3),
-                "swap_s": round(self.swap_s, 3)}
+                "swap_s": round(self.swap_s, 3), "bulk_s": round(self.bulk_s, 3)}
 
 
 def _user_streams(streams: Mapping[str, int]) -> dict[str, int]:
@@ -92,7 +94,7 @@ class Rebuilder:
                  mode: Mode = "snapshot", live_source: LiveSource = "postgres", swap: bool = True,
                  progress: Progress | None = None, catchup_timeout_s: float = 600.0,
                  with_checksum: bool = True, source_factory: Callable[[ProjectionPlan], Source] | None = None,
-                 heartbeat_s: float = 1.0) -> None:
+                 heartbeat_s: float = 1.0, bulk: bool = True, bulk_workers: int | None = None) -> None:
         self.project, self.sink, self.plan, self.live = project, sink, plan, live
         self.mode, self.live_source, self.do_swap = mode, live_source, swap
         self.progress = progress or Progress(plan.name, enabled=False)
@@ -106,6 +108,9 @@ class Rebuilder:
         self._shadow_target: ProjectionTarget | None = None
         self.notes: list[str] = []
         self._swap_s = 0.0
+        self._bulk_s = 0.0
+        #: load a fresh table shadow's initial snapshot with worker processes (:mod:`.bulk`)
+        self.bulk, self.bulk_workers = bulk, bulk_workers
 
     @property
     def shadow_target(self) -> ProjectionTarget:
@@ -271,6 +276,7 @@ class Rebuilder:
         try:
             pipeline.open()
             total = self._estimate_rows()
+            self._bulk_load(pipeline, total)
             self._build(pipeline, total)
             if not self.do_swap:
                 shadow_ck = self._checkpoint(pipeline)
@@ -348,6 +354,19 @@ class Rebuilder:
         except Exception:  # noqa: BLE001 - an estimate is optional
             return None
 
+    def _bulk_load(self, pipeline: Pipeline, total: int | None) -> None:
+        """A fresh table shadow's initial snapshot, loaded on every core when it can be (:mod:`.bulk`)."""
+        from . import bulk
+        if (self.mode != "snapshot" or self._source_factory is not None or not self.bulk
+                or not bulk.applicable(self.shadow_plan, self.sink)):
+            return
+        loader = bulk.BulkSnapshot(pipeline, workers=self.bulk_workers,
+                                   on_rows=lambda n: self.progress.update("snapshot", n, total))
+        if loader.run():
+            self._bulk_s = loader.stats.seconds
+            log.info("%s: initial snapshot of %d rows loaded by %d worker processes in %.1f s",
+                     self.shadow_plan.name, loader.stats.rows, loader.stats.workers, loader.stats.seconds)
+
     def _build(self, pipeline: Pipeline, total: int | None) -> None:
         """Run the shadow until it reached the live checkpoint and drained its backlog."""
         deadline = time.monotonic() + self.catchup_timeout_s
@@ -411,7 +430,7 @@ class Rebuilder:
         return RebuildResult(self.plan.name, self.shadow_plan.name, swapped, digest, rows,
                              pipeline.stats.events, str(ck.position) if ck.position else None,
                              time.monotonic() - started, view, list(self.notes),
-                             pipeline.stats.engine_s, pipeline.stats.sink_s, self._swap_s)
+                             pipeline.stats.engine_s, pipeline.stats.sink_s, self._swap_s, self._bulk_s)
 
 
 #: most events per batch while a ClickHouse shadow loads its snapshot (fewer, larger inserts)

@@ -10,12 +10,14 @@ altered behind the projector's back.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+import psycopg2
 import pytest
 
 from cdc_projector.config.loader import load_config
@@ -34,20 +36,30 @@ from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
 pytestmark = pytest.mark.integration
 
 NAMES = ["orders_flat", "revenue_by_day"]
+#: a one-table table view: its rebuild loads the snapshot in bulk (rebuild/bulk.py)
+LEAN = {"kind": "table", "sink": "analytics", "table": "orders_lean", "from": "public.orders",
+        "where": "status <> 'cancelled'",
+        "fields": {"order_id": "id", "customer_id": "customer_id", "total": "total", "status": "upper(status)",
+                   "placed_at": "placed_at", "note": "note"}}
+LEAN_ORACLE = oracle.OracleView("orders_lean", "table", sql="""
+SELECT id AS _key, id AS order_id, customer_id, total, upper(status) AS status, placed_at, note
+FROM orders WHERE status <> 'cancelled'""")
 
 
 class InProcess:
     """The live pipelines in threads with ops telemetry (what `run` does), on one chDB sink."""
 
-    def __init__(self, db: PgDb, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, db: PgDb, tmp: Path, monkeypatch: pytest.MonkeyPatch, names: list[str] = NAMES) -> None:
         self.db = db
+        self.names = names
         monkeypatch.setenv("CDC_PROJECTOR_STATE_DIR", str(tmp / "state"))
         self.slot = f"t_rbch_{uuid.uuid4().hex[:8]}"
-        cfg = write_config(tmp / "p.yaml", db, self.slot, NAMES,
+        cfg = write_config(tmp / "p.yaml", db, self.slot, [n for n in names if n != "orders_lean"],
                            {"analytics": {"type": "clickhouse", "url": f"chdb://{tmp / 'ch'}",
-                                          "database": "analytics"}}, free_port())
+                                          "database": "analytics"}}, free_port(),
+                           extra={"orders_lean": LEAN} if "orders_lean" in names else None)
         self.project = load_config(str(cfg)).project
-        self.opened = Project.open(self.project, NAMES, catalog=source_catalog(self.project))
+        self.opened = Project.open(self.project, names, catalog=source_catalog(self.project))
         pipelines = self.opened.pipelines("postgres")
         self.ops = attach(self.project, pipelines, config_path=str(cfg), source_kind="postgres", serve=False)
         self.runner = Runner(pipelines)
@@ -81,12 +93,19 @@ class InProcess:
 
     def actual(self, name: str) -> dict[Any, dict[str, Any]]:
         rows = self.rows(name)
-        if name == "orders_flat":
+        if name in ("orders_flat", "orders_lean"):
             return {r["id"]: {k: v for k, v in r.items() if k != "id"} for r in rows}
         return {(r["day"], r["status"]): r for r in rows}
 
+    def expected(self, name: str) -> dict[Any, dict[str, Any]]:
+        if name != "orders_lean":
+            return oracle.expected(self.db.dsn, name)
+        with psycopg2.connect(self.db.dsn) as conn, conn.cursor() as cur:
+            cur.execute("SET LOCAL TIME ZONE 'UTC'")
+            return oracle._rows(cur, LEAN_ORACLE)  # noqa: SLF001 - a view shop.yaml does not have
+
     def check_oracle(self, name: str) -> None:
-        expected = oracle.expected(self.db.dsn, name)
+        expected = self.expected(name)
         assert expected, f"the oracle view {name} is empty"
         try:
             actual = self.actual(name)
@@ -132,7 +151,7 @@ def live(pgdb: PgDb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
 
 
 def _complete(name: str) -> Any:
-    if name == "orders_flat":
+    if name in ("orders_flat", "orders_lean"):
         return lambda r: r["order_id"] == r["id"] and r["status"] is not None
     return lambda r: r["orders"] > 0 and r["revenue"] is not None
 
@@ -169,6 +188,55 @@ def test_rebuild_table_and_aggregate_under_load(live: InProcess) -> None:
         assert not result.drift, result.as_dict()
         assert result.comparison.actual_checksum == first["checksum"]
         live.check_oracle(name)
+    live.no_leftovers()
+
+
+@pytest.fixture
+def live_lean(pgdb: PgDb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcess]:  # noqa: F811
+    seed(pgdb.dsn, customers=60, products=25, orders=1500, seed=23)
+    running = InProcess(pgdb, tmp_path, monkeypatch, names=["orders_lean"])
+    try:
+        wait_until(lambda: running.check_oracle("orders_lean"), alive=running.alive)
+        yield running
+    finally:
+        running.stop()
+
+
+def test_rebuild_in_bulk_under_load(live_lean: InProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-table table view's snapshot is loaded by worker processes forked from the process
+    that runs the live pipeline, while the workload writes: the catch-up streams what the
+    snapshot missed, readers never see a partial view, the oracle holds after the swap, and
+    a rebuild through the pipeline at the same position swaps in the same checksum."""
+    from cdc_projector.rebuild import bulk
+    monkeypatch.setattr(bulk, "CHUNK_ROWS", 100)       # many chunks, inserted four at a time
+    monkeypatch.setattr(bulk, "INSERT_CHUNKS", 4)
+    live = live_lean
+    stop = threading.Event()
+    workload = threading.Thread(target=run_workload, args=(live.db.dsn,),
+                                kwargs={"stop": stop, "rate": 40.0, "seed": 5}, daemon=True)
+    workload.start()
+    try:
+        reader = Reader(lambda: live.rows("orders_lean"), floor=int(len(live.rows("orders_lean")) * 0.8),
+                        consistent=_complete("orders_lean")).start()
+        try:
+            time.sleep(1.0)
+            job = live.rebuild("orders_lean")
+            assert job["swapped"] and job["bulk_s"] > 0, job
+            time.sleep(1.0)
+        finally:
+            reader.finish()
+        assert reader.reads > 5 and not reader.problems, (reader.reads, reader.problems[:5])
+    finally:
+        stop.set()
+        workload.join(timeout=60)
+    wait_until(lambda: live.check_oracle("orders_lean"), alive=live.alive)
+    live.no_leftovers()
+    first = live.rebuild("orders_lean")
+    monkeypatch.setenv(bulk.ENV_SWITCH, "0")
+    second = live.rebuild("orders_lean")
+    assert first["bulk_s"] > 0 and second["bulk_s"] == 0, (first, second)
+    assert first["checksum"] == second["checksum"], (first, second)
+    live.check_oracle("orders_lean")
     live.no_leftovers()
 
 
@@ -219,12 +287,29 @@ def test_no_swap_leaves_the_shadow_then_a_rebuild_replaces_it(pgdb: PgDb, tmp_pa
         sink.close()
 
 
-def test_rebuild_killed_midway_leaves_the_live_table_and_the_next_one_succeeds(pgdb: PgDb, tmp_path: Path) -> None:  # noqa: F811
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+@pytest.mark.parametrize("name", ["orders_flat", "orders_lean"])
+def test_rebuild_killed_midway_leaves_the_live_table_and_the_next_one_succeeds(
+        pgdb: PgDb, tmp_path: Path, name: str) -> None:  # noqa: F811
+    """``orders_lean`` loads its snapshot in bulk: the kill lands while worker processes run;
+    they go with the rebuild (no slot kept in use, no chDB directory kept locked)."""
     import signal
     from cdc_projector.rebuild.canonical import checksum
     from cdc_projector.rebuild.session import open_sink_for
     from tests.integration.test_rebuild_helpers import cli, start_cli
-    import psycopg2
     seed(pgdb.dsn, customers=200, products=20, orders=6000, seed=8)
     # enough rows for several snapshot batches (a ClickHouse shadow reads >= 50,000 per batch),
     # so that the kill lands while the shadow is being built, not after the swap
@@ -234,44 +319,59 @@ def test_rebuild_killed_midway_leaves_the_live_table_and_the_next_one_succeeds(p
                     "SELECT ids[1 + g % array_length(ids, 1)], 'paid', (g % 100000) / 100.0, "
                     "now() - (g % 365) * interval '1 day' FROM c, generate_series(1, 150000) AS g")
     conn.close()
-    cfg = write_config(tmp_path / "p.yaml", pgdb, f"t_rbkill_{uuid.uuid4().hex[:8]}", ["orders_flat"],
+    names = [name] if name != "orders_lean" else []
+    cfg = write_config(tmp_path / "p.yaml", pgdb, f"t_rbkill_{uuid.uuid4().hex[:8]}", names,
                        {"analytics": {"type": "clickhouse", "url": f"chdb://{tmp_path / 'ch'}",
-                                      "database": "analytics"}}, free_port(), batch_size=200)
+                                      "database": "analytics"}}, free_port(), batch_size=200,
+                       extra={"orders_lean": LEAN} if name == "orders_lean" else None)
     env = {"CDC_PROJECTOR_STATE_DIR": str(tmp_path / "state")}
     project = load_config(str(cfg)).project
-    plan = plan_of(project, "orders_flat")
+    plan = plan_of(project, name)
 
     def live_rows() -> tuple[list[dict[str, Any]], list[str]]:
         sink = open_sink_for(project, plan)
         try:
-            rows = sink.ch.query_dicts("SELECT * FROM analytics.orders_flat")
+            rows = sink.ch.query_dicts(f"SELECT * FROM analytics.{name}")
             tables = [r[0] for r in sink.ch.query("SELECT name FROM system.tables WHERE database = 'analytics'")]
             return rows, tables
         finally:
             sink.close()
 
-    first = cli("rebuild", "orders_flat", "-c", str(cfg), env=env)
+    first = cli("rebuild", name, "-c", str(cfg), env=env)
     assert first.returncode == 0, first.stderr
     before, _ = live_rows()
-    assert len(before) == 156000
+    assert len(before) > 150000
 
-    proc = start_cli("rebuild", "orders_flat", "-c", str(cfg), env=env)
+    proc = start_cli("rebuild", name, "-c", str(cfg), env=env)
+    workers: list[int] = []
     try:
         assert proc.stderr is not None
-        line = proc.stderr.readline()           # the first progress line: the shadow is being built
-        assert "rebuild orders_flat: snapshot" in line, line
-        time.sleep(1.0)
+        if name == "orders_lean":             # killed while the bulk load's workers run
+            deadline = time.monotonic() + 120
+            while not workers and time.monotonic() < deadline and proc.poll() is None:
+                workers = _children(proc.pid)
+                time.sleep(0.05)
+            assert workers, "no snapshot worker seen"
+        else:
+            line = proc.stderr.readline()       # the first progress line: the shadow is being built
+            assert f"rebuild {name}: snapshot" in line, line
+            time.sleep(1.0)
         assert proc.poll() is None, "the rebuild ended before it could be killed: make the data larger"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{w}") for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [w for w in workers if os.path.exists(f"/proc/{w}")], "snapshot workers outlived the rebuild"
     after, tables = live_rows()
     assert checksum(after) == checksum(before), "the killed rebuild changed the live view"
-    assert "orders_flat__rebuild_data" in tables, tables     # it was killed midway indeed
+    if name == "orders_flat":
+        assert "orders_flat__rebuild_data" in tables, tables     # it was killed midway indeed
 
-    again = cli("rebuild", "orders_flat", "-c", str(cfg), env=env)
+    again = cli("rebuild", name, "-c", str(cfg), env=env)
     assert again.returncode == 0, again.stderr
     final, tables = live_rows()
     assert checksum(final) == checksum(before)

@@ -25,15 +25,16 @@ def free_port() -> int:
 
 
 def write_config(path: Path, db: PgDb, slot: str, names: list[str], sinks: dict[str, Any],
-                 port: int, batch_size: int = 500) -> Path:
-    """A projection file with shop.yaml's projections ``names``, pointed at this test's db/sinks."""
+                 port: int, batch_size: int = 500, extra: dict[str, Any] | None = None) -> Path:
+    """A projection file with shop.yaml's projections ``names`` (and the projections ``extra``),
+    pointed at this test's db/sinks."""
     data = yaml.safe_load((ROOT / "projections" / "shop.yaml").read_text())
     doc = {
         "version": 1,
         "source": {"dsn": db.capture_dsn, "slot_name": slot, "publication": db.publication},
         "sinks": sinks,
         "runtime": {"batch_size": batch_size, "batch_ms": 100, "http": {"bind": "127.0.0.1", "port": port}},
-        "projections": {n: data["projections"][n] for n in names},
+        "projections": {**{n: data["projections"][n] for n in names}, **(extra or {})},
     }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

@@ -13,6 +13,7 @@ import datetime as dt
 import decimal
 import itertools
 import logging
+import os
 import re
 import time
 import uuid
@@ -28,10 +29,11 @@ from ..base import StoredCheckpoint, ViewChange, WriteStats, register_planner, r
 from . import ddl
 from .aggregates import AggregateView
 from .client import ClickHouse, connect, trace
-from .state import StateTables, dumps, loads, version
+from .state import MIRROR, MIRROR_NAMES, StateTables, dumps, loads, mirror_record, version
 from .tables import TableView
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .bulk import EncodedChunk
     from ...config.models import Projection
     from ...engine.deadletter import DeadLetter
     from ...engine.mirror import MirrorRow
@@ -150,13 +152,8 @@ class ClickHouseStateStore:
         return self._rows(table, self._state.mirror_all(self.projection, table))
 
     def write(self, rows: Sequence["MirrorRow"]) -> None:
-        from ...engine.mirror import value_id      # value_id(v) == key_id([v])
-        out = []
-        for r in rows:
-            canon = {} if r.row is None else {c: value_id(v) for c, v in r.as_row().items()}
-            out.append([self.projection, str(r.table), r.key_id, dumps(r.key),
-                        None if r.row is None else dumps(r.row), orjson.dumps(canon).decode(),
-                        version(r.position), None if r.departed is None else dumps(r.departed)])
+        projection = self.projection
+        out = [mirror_record(projection, r) for r in rows]
         if not out:
             return
         try:
@@ -334,6 +331,47 @@ class ClickHouseProjectionTarget:
                                               checkpoint.commit_ts_us, ck_ver)
             self._ckpt_version = ck_ver
         trace("write", t0, self.plan.name, len(changes))
+        return stats
+
+    def bulk_write(self, chunks: Sequence["EncodedChunk"]) -> WriteStats:
+        """Insert chunks encoded by :class:`~.bulk.TableChunkEncoder`: their view rows as one
+        insert, then their mirror rows as one (one part each, however many chunks); no
+        checkpoint (the loader writes it at the end). The files are removed."""
+        stats = WriteStats()
+        try:
+            views = [c for c in chunks if c.view_file is not None]
+            if views:
+                if self._view is None:
+                    spec = self.spec or views[0].spec
+                    assert spec is not None
+                    self._open(spec)
+                if not self._recovered:
+                    self._recover(max(c.version for c in views))
+                for columns in {c.view_columns for c in views}:
+                    self._sink.ch.insert_files(self.plan.target + "_data", columns,
+                                               [c.view_file for c in views
+                                                if c.view_file is not None and c.view_columns == columns])
+            for chunk in chunks:
+                for change, message, hint in chunk.rejected:
+                    self._dead_letter(change, ProjectionError(message, hint=hint))
+            mirrors = [c.mirror_file for c in chunks if c.mirror_file is not None]
+            if mirrors:
+                self._sink.state.ensure()
+                self._state.forget()            # rows written around the store: nothing it remembers holds
+                self._sink.ch.insert_files(MIRROR, MIRROR_NAMES, mirrors)
+        finally:
+            for chunk in chunks:
+                for path in (chunk.view_file, chunk.mirror_file):
+                    if path is not None:
+                        try:
+                            os.unlink(path)
+                        except OSError:
+                            pass
+        for chunk in chunks:
+            stats.mirror_rows += chunk.rows
+            stats.upserted += chunk.upserted
+            stats.deleted += chunk.deleted
+            self._last_version = max(self._last_version, chunk.version)
         return stats
 
     def read_view(self) -> list[dict[str, Any]]:

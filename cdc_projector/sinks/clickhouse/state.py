@@ -17,13 +17,16 @@ import datetime as dt
 import decimal
 import time
 import uuid
-from typing import Any, Collection, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Sequence
 
 import orjson
 
-from ...engine.mirror import isoformat
+from ...engine.mirror import isoformat, value_id
 from ...events import Position, TableId
 from .client import ClickHouse
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ...engine.mirror import MirrorRow
 
 CHECKPOINTS = "_cdcp_checkpoints"
 MIRROR = "_cdcp_mirror"
@@ -119,6 +122,21 @@ def loads(text: str) -> Any:
     return decode_value(orjson.loads(text))
 
 
+#: the columns of ``_cdcp_mirror`` a mirror row is written to (see :func:`mirror_record`)
+MIRROR_NAMES = ("projection_name", "source_table", "key_id", "key", "row", "canon", "_version", "departed")
+MIRROR_TYPES = ("String", "String", "String", "String", "Nullable(String)", "String", "UInt128", "Nullable(String)")
+
+
+def mirror_record(projection: str, r: "MirrorRow") -> list[Any]:
+    """The ``_cdcp_mirror`` row (:data:`MIRROR_NAMES`) of one mirror row of ``projection``:
+    key and row as typed JSON, each column's canonical value (``value_id``) for the
+    by-value lookups, the position as ``_version``."""
+    canon = {} if r.row is None else {c: value_id(v) for c, v in r.as_row().items()}
+    return [projection, str(r.table), r.key_id, dumps(r.key),
+            None if r.row is None else dumps(r.row), orjson.dumps(canon).decode(),
+            version(r.position), None if r.departed is None else dumps(r.departed)]
+
+
 class StateTables:
     """Creates and reads/writes the shared state tables of one ClickHouse database."""
 
@@ -206,10 +224,7 @@ class StateTables:
         return float("-inf") if top is None else int(top)
 
     def mirror_write(self, rows: list[list[Any]]) -> None:
-        self.ch.insert(MIRROR, rows, ["projection_name", "source_table", "key_id", "key", "row", "canon", "_version",
-                                      "departed"],
-                       ["String", "String", "String", "String", "Nullable(String)", "String", "UInt128",
-                        "Nullable(String)"])
+        self.ch.insert(MIRROR, rows, MIRROR_NAMES, MIRROR_TYPES)
 
     def drop_projection(self, projection: str) -> None:
         for table in (CHECKPOINTS, MIRROR):

@@ -40,28 +40,32 @@ class TableView:
         for change in changes:
             last[self._key_tuple(change.key)] = change
         out = []
+        row_for = self.row_for
         for change in last.values():
-            values = change.values
-            key = change.key
-            row: list[Any] = []
-            for name, is_key, encode in self._encoders:
-                if is_key:
-                    raw = key.get(name) if name in key else (values or {}).get(name)
-                else:
-                    raw = None if values is None else values.get(name)
-                try:
-                    row.append(encode(raw))
-                except ProjectionError as exc:
-                    error = ProjectionError(f"view {self.spec.projection}, key {dict(change.key)}, "
-                                            f"column {name}: {exc.message}", hint=exc.hint)
-                    if rejected is None:
-                        raise error from exc
-                    rejected.append((change, error))
-                    break
-            else:
-                row += [ver, 1 if values is None else 0]
-                out.append(row)
+            try:
+                out.append(row_for(change.key, change.values, ver))
+            except ProjectionError as error:
+                if rejected is None:
+                    raise
+                rejected.append((change, error))
         return out
+
+    def row_for(self, key: Mapping[str, Any], values: Mapping[str, Any] | None, ver: int) -> list[Any]:
+        """The encoded ``_data`` row of one view entry (``values`` None: a delete marker);
+        :class:`ProjectionError` naming the column when a value cannot be stored exactly."""
+        row: list[Any] = []
+        for name, is_key, encode in self._encoders:
+            if is_key:
+                raw = key.get(name) if name in key else (values or {}).get(name)
+            else:
+                raw = None if values is None else values.get(name)
+            try:
+                row.append(encode(raw))
+            except ProjectionError as exc:
+                raise ProjectionError(f"view {self.spec.projection}, key {dict(key)}, "
+                                      f"column {name}: {exc.message}", hint=exc.hint) from exc
+        row += [ver, 1 if values is None else 0]
+        return row
 
     def _key_tuple(self, key: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(key.get(c.name) for c in self.spec.key)

@@ -75,8 +75,7 @@ class ChType:
 
     def encoder(self) -> Callable[[Any], Any]:
         """:meth:`encode` as a plain function (no per-call lookup: for hot loops)."""
-        f, nullable = _encoder(self.sql, self.base), self.nullable
-        return lambda value: f(value, nullable)
+        return _bound_encoder(self.sql, self.base, self.nullable)
 
     def decode(self, value: Any) -> Any:
         """Value read from ClickHouse -> canonical Python value of the SQL type."""
@@ -236,6 +235,24 @@ def _encoder(sql: SqlType, base: str) -> Callable[[Any, bool], Any]:
                 raise ProjectionError("NULL in a key column of a ClickHouse view",
                                       hint="key columns must be NOT NULL")
             return None
+        return scalar(value)
+    return encode
+
+
+@functools.lru_cache(maxsize=1024)
+def _bound_encoder(sql: SqlType, base: str, nullable: bool) -> Callable[[Any], Any]:
+    """``_encoder(sql, base)`` with ``nullable`` bound: one call per value, not two."""
+    if sql.kind == "array":
+        f = _encoder(sql, base)
+        return lambda value: f(value, nullable)
+    scalar = _scalar_encoder(sql, base)
+    if nullable:
+        return lambda value: None if value is None else scalar(value)
+
+    def encode(value: Any) -> Any:
+        if value is None:
+            raise ProjectionError("NULL in a key column of a ClickHouse view",
+                                  hint="key columns must be NOT NULL")
         return scalar(value)
     return encode
 

@@ -207,6 +207,30 @@ class PostgresSource:
             if table not in self._requested:
                 self._requested.append(table)
 
+    def take_initial_snapshot(self) -> SnapshotReader | None:
+        """The reader of the initial snapshot, for a bulk loader that reads the tables itself
+        in the same imported snapshot (``SnapshotReader.copy_out``), when nothing of it was
+        polled yet; else None. The loader then calls :meth:`finish_initial_snapshot` (or, if
+        it gives up before reading anything, :meth:`poll` reads the snapshot as usual)."""
+        chunks = self._snapshot
+        if (not self._snapshot_is_initial or not isinstance(self._snapshot_reader, SnapshotReader)
+                or getattr(chunks, "started", True)):
+            return None
+        return self._snapshot_reader
+
+    def finish_initial_snapshot(self) -> Checkpoint:
+        """The initial snapshot was loaded through :meth:`take_initial_snapshot`: release it and
+        return the checkpoint its last batch would have carried (every table's ``snapshot:``
+        entry and the stream's start, the consistent point); streaming starts on the next poll."""
+        reader = self._snapshot_reader
+        assert isinstance(reader, SnapshotReader) and self._snapshot_is_initial
+        lsn = reader.position_lsn
+        reader.close()
+        self._snapshot = self._snapshot_reader = None
+        checkpoint: Checkpoint = {f"snapshot:{t}": lsn for t in self.tables}
+        checkpoint[self.stream_id] = lsn
+        return checkpoint
+
     def snapshot_progress(self) -> dict[str, int]:
         """Rows read so far per table by the snapshot in progress (empty when none runs)."""
         reader = self._snapshot_reader

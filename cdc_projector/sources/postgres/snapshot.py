@@ -31,9 +31,10 @@ the consumer does meanwhile (the engine, the sink writes, which release the GIL)
 from __future__ import annotations
 
 import queue
+import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
 
 import psycopg2
 import psycopg2.extensions
@@ -216,12 +217,47 @@ class SnapshotReader:
 
     def chunks(self) -> Iterator[tuple[TableId, list[ChangeEvent], bool]]:
         """Yield ``(table, events, table_done)``; memory is bounded by ``read_ahead + 1`` chunks
-        of ``chunk_size`` rows (read ahead by a thread: :class:`Prefetch`)."""
+        of ``chunk_size`` rows (read ahead by a thread: :class:`Prefetch`, started by the first
+        ``next``: until then the snapshot's connection is free, e.g. for :meth:`copy_out`)."""
         assert self._conn is not None, "open() first"
         if self._prefetch is not None:
             self._prefetch.close()
+            self._prefetch = None
+        return _LazyChunks(self)
+
+    def _start_prefetch(self) -> Prefetch[tuple[TableId, list[ChangeEvent], bool]]:
         self._prefetch = Prefetch(self._chunks(), depth=self.read_ahead)
         return self._prefetch
+
+    # -- bulk reads (COPY) -------------------------------------------------------
+    def describe(self, table: TableId) -> tuple[TableLayout, list[ValueDecoder]]:
+        """A table's layout and the decoder of each of its columns (as :meth:`chunks` decodes them)."""
+        assert self._conn is not None and self._meta is not None, "open() first"
+        layout = describe_table(self._conn, table)
+        resolve = catalog_resolver(self._meta)
+        return layout, [decoder_for(oid, resolve) for oid in layout.type_oids]
+
+    @property
+    def encoding(self) -> str:
+        """The Python codec of the snapshot connection's client encoding (for :meth:`copy_out`'s bytes)."""
+        assert self._conn is not None, "open() first"
+        return psycopg2.extensions.encodings.get(self._conn.encoding, "utf-8")
+
+    def copy_out(self, table: TableId, columns: Sequence[str], write: Callable[[bytes], Any]) -> None:
+        """``COPY (SELECT columns FROM table) TO STDOUT`` (text format) inside the imported
+        snapshot: every row as it is at the slot's consistent point, one ``write(line)`` call
+        per row (bytes in :attr:`encoding`, parse them with :func:`parse_copy_text`). The same
+        rows :meth:`chunks` reads, in the table's physical order, without the keyset queries."""
+        assert self._conn is not None, "open() first"
+        query = sql.SQL("COPY (SELECT {} FROM {}.{}) TO STDOUT").format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+            sql.Identifier(table.schema), sql.Identifier(table.name))
+        try:
+            with self._conn.cursor() as cur:
+                cur.copy_expert(query, _CopyWriter(write), size=1 << 16)
+        except psycopg2.Error as exc:
+            raise SourceError(f"snapshot of {table} failed: {str(exc).strip()}",
+                              hint="the snapshot is started over on the next attempt") from None
 
     def _chunks(self) -> Iterator[tuple[TableId, list[ChangeEvent], bool]]:
         resolve = catalog_resolver(self._meta)
@@ -288,6 +324,67 @@ class SnapshotReader:
                 if whole_table_cursor is not None:
                     whole_table_cursor.close()
                 return
+
+
+class _LazyChunks:
+    """:meth:`SnapshotReader.chunks` before its first ``next``: no thread, no query yet."""
+
+    def __init__(self, reader: SnapshotReader) -> None:
+        self._reader = reader
+        self._inner: Iterator[tuple[TableId, list[ChangeEvent], bool]] | None = None
+
+    def __iter__(self) -> "_LazyChunks":
+        return self
+
+    def __next__(self) -> tuple[TableId, list[ChangeEvent], bool]:
+        if self._inner is None:
+            self._inner = self._reader._start_prefetch()
+        return next(self._inner)
+
+    @property
+    def started(self) -> bool:
+        return self._inner is not None
+
+
+class _CopyWriter:
+    """The file object psycopg2's ``copy_expert`` writes to (one call per row)."""
+
+    def __init__(self, write: Callable[[bytes], Any]) -> None:
+        self.write = write
+
+
+_COPY_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_COPY_ESCAPE_RE = re.compile(r"\\(?:([0-7]{1,3})|x([0-9A-Fa-f]{1,2})|(.))", re.S)
+
+
+def _copy_unescape_one(m: "re.Match[str]") -> str:
+    octal, hexa, other = m.groups()
+    if octal is not None:
+        return chr(int(octal, 8))
+    if hexa is not None:
+        return chr(int(hexa, 16))
+    return _COPY_ESCAPES.get(other, other)
+
+
+def copy_unescape(field: str) -> str | None:
+    """One field of COPY's text format: ``\\N`` is NULL, backslash sequences are decoded."""
+    if field == "\\N":
+        return None
+    if "\\" not in field:
+        return field
+    return _COPY_ESCAPE_RE.sub(_copy_unescape_one, field)
+
+
+def parse_copy_text(text: str) -> Sequence[Sequence[str | None]]:
+    """Rows of COPY's text format (lines ending with newline, tab-separated fields) as lists of
+    the fields' text, None for NULL: the same text a ``SELECT`` through the raw-text caster gives."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if "\\" not in text:                # nothing escaped and no NULL: plain splits
+        return [line.split("\t") for line in lines]
+    return [[copy_unescape(f) for f in line.split("\t")] if "\\" in line else line.split("\t")
+            for line in lines]
 
 
 class TableSnapshot:
