@@ -156,7 +156,7 @@ def embed_values(embed: EmbedPlan, children: Sequence[MirrorRow],
             return _embed_values_memo(embed, children, memo)
         except Exception:  # noqa: BLE001 - the general path below names the failure
             pass
-    rows = []
+    rows: list[tuple[MirrorRow, Mapping[str, Any]]] = []
     for child in children:
         values = child.as_row()
         if embed.where is not None:
@@ -175,8 +175,12 @@ def embed_values(embed: EmbedPlan, children: Sequence[MirrorRow],
     if embed.limit is not None:
         rows = rows[: embed.limit]
     fields = embed.fields
-    return [_eval_fields(fields, values, lambda c=child: f"embed {embed.name} on {embed.table} key {c.key}")
-            for child, values in rows]
+    return [_eval_fields(fields, values, _naming(embed, child)) for child, values in rows]
+
+
+def _naming(embed: EmbedPlan, child: MirrorRow) -> Callable[[], str]:
+    """How an error names an embed child (built only when a field fails)."""
+    return lambda: f"embed {embed.name} on {embed.table} key {child.key}"
 
 
 #: an embed child's memo value when its ``where`` drops it (falsy, unlike a missing value)

@@ -276,6 +276,7 @@ class BatchMirror:
             else:
                 row = current
             values_of = row.row
+            assert values_of is not None       # store hits are live rows
             value = values_of[column] if column in values_of else row.key.get(column)
             bucket = by_int.get(value) if type(value) is int else None
             if bucket is None:

@@ -17,7 +17,7 @@ import datetime as dt
 import decimal
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Collection, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Sequence
 
 import orjson
 
@@ -70,7 +70,7 @@ def encode_value(value: Any) -> Any:
     return {"$r": str(value)}
 
 
-_DECODERS = {
+_DECODERS: dict[str, Callable[[Any], Any]] = {
     "$f": float, "$d": decimal.Decimal, "$date": dt.date.fromisoformat, "$time": dt.time.fromisoformat,
     "$uuid": uuid.UUID, "$b": bytes.fromhex, "$r": str,
     "$tz": dt.datetime.fromisoformat, "$ts": dt.datetime.fromisoformat,
