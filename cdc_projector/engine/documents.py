@@ -242,7 +242,7 @@ def _embed_values_memo(embed: EmbedPlan, children: Sequence[MirrorRow],
     """
     kept = []
     for child in children:
-        if child._memo_owner is memo:
+        if child._memo_owner is memo:                      # RowMemo.get's first test, inlined
             entry = child._memo_value
         else:
             entry = memo.get(child)

@@ -271,12 +271,13 @@ class BatchMirror:
             if current is _ABSENT:
                 known[kid] = row
                 stored_pos[kid] = row.position
-            elif current is None or current.row is None:
+            elif current is None:
                 continue
             else:
                 row = current
             values_of = row.row
-            assert values_of is not None       # store hits are live rows
+            if values_of is None:
+                continue
             value = values_of[column] if column in values_of else row.key.get(column)
             bucket = by_int.get(value) if type(value) is int else None
             if bucket is None:

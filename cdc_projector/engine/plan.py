@@ -16,8 +16,6 @@ from ..events import TableId
 from ..expr import (Compiled, Measure, OrderItem, SqlType, compile_expression, compile_order_by,
                     compile_predicate, parse_measure, values_sort_key)
 
-Row = Mapping[str, Any]
-
 
 @dataclass(frozen=True)
 class FieldPlan:

@@ -18,17 +18,13 @@ from cdc_projector.config.models import Projection
 from cdc_projector.engine import documents
 from cdc_projector.engine.memo import DocumentMemo, RowMemo
 from cdc_projector.engine.memory import MemoryStateStore, MemoryTarget
+from cdc_projector.engine.memory import _copy_row as _copy   # a new object, as a database sink decodes
 from cdc_projector.engine.mirror import MirrorRow
 from cdc_projector.engine.plan import build_plan
 from cdc_projector.engine.projector import Projector
 from cdc_projector.events import ChangeEvent, Op, Position, TableId
 from cdc_projector.sinks.base import StoredCheckpoint
 from tests.unit.test_engine_cases import COUNTRIES, ORDERS, PROFILE, Events, interleave, random_history
-
-
-def _copy(row: MirrorRow) -> MirrorRow:
-    return MirrorRow(row.table, dict(row.key), None if row.row is None else dict(row.row), row.position,
-                     row.stored, None if row.departed is None else dict(row.departed))
 
 
 class _Rereading:
