@@ -47,6 +47,10 @@ CONTRIB_CACHE, GROUP_CACHE, PAIR_CACHE = 100_000, 50_000, 200_000
 _UNKNOWN: Any = object()
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 class _Pairs:
     """Remembered ``(group, hashable value) -> n`` of one distinct measure, and per group how many
     of them are live (n > 0): when that equals the group's distinct count, every live pair of the
@@ -117,6 +121,9 @@ class AggregateView:
         self._kenc = [c.type.not_null().encoder() for c in spec.key]
         self._genc = [c.type.encoder() for c in spec.groups]
         self._aenc = [c.type.encoder() for c in self._argcols]
+        #: for argument values read back from ClickHouse: a Decimal comes back exact at its column's
+        #: scale (what the encoder would give), so it is taken as it is
+        self._adec = [_same if c.type.base.startswith("Decimal(") else f for f, c in zip(self._aenc, self._argcols)]
         self._types = {suffix: dict(cols) for suffix, cols, _, _ in spec.tables()}
         self._types["_stage"] = dict(spec.stage_columns())
         self._stage_names = self.sql.kcols + self.sql.gcols + self.sql.acols + ["_is_deleted", "_sign"]
@@ -325,7 +332,7 @@ class AggregateView:
         for row in self.ch.query(self.sql.old_contributions()):
             key = tuple(f(v) for f, v in zip(self._kenc, row[:nk]))
             group = self._group(row[nk:nk + ng])
-            args = tuple(f(v) for f, v in zip(self._aenc, row[nk + ng:]))
+            args = tuple(f(v) for f, v in zip(self._adec, row[nk + ng:]))
             out[key] = (group, args)
         return out
 
@@ -334,20 +341,11 @@ class AggregateView:
         rows = self.ch.query(self.sql.max_key())
         return int(rows[0][1]) if rows and rows[0][0] else None
 
-    def _lookup_groups(self, groups: Collection[Group]) -> None:
-        """Read the stored state of ``groups`` into the cache (None: no such group)."""
-        self._stage([self._group_row(g, GROUP) for g in groups])
-        states = self._cache.states
-        for g in groups:
-            states[g] = None
-        ng = len(self.spec.groups)
-        for r in self.ch.query(self.sql.stored_states()):
-            states[self._group(r[:ng])] = GroupState.from_row(self.shape, r[ng:])
-
-    def _lookup_pairs(self, pairs: Mapping[int, Collection[tuple[Group, Any, Any]]]) -> None:
-        """Read the stored counts of ``pairs`` (per distinct measure index: ``(group, hashable value,
-        value)``) into the cache (0: absent)."""
-        rows = []
+    def _lookup(self, groups: Collection[Group], pairs: Mapping[int, Collection[tuple[Group, Any, Any]]]) -> None:
+        """Read the stored state of ``groups`` (None: no such group) and the stored counts of
+        ``pairs`` (per distinct measure index: ``(group, hashable value, value)``; 0: absent) into
+        the cache - one stage insert, then one query for the states and one per measure."""
+        rows = [self._group_row(g, GROUP) for g in groups]
         for j, ps in pairs.items():
             slot = self._slot[j]
             for group, _, value in ps:
@@ -356,6 +354,12 @@ class AggregateView:
                 rows.append(self._group_row(group, PAIR, args))
         self._stage(rows)
         ng = len(self.spec.groups)
+        if groups:
+            states = self._cache.states
+            for g in groups:
+                states[g] = None
+            for r in self.ch.query(self.sql.stored_states()):
+                states[self._group(r[:ng])] = GroupState.from_row(self.shape, r[ng:])
         for j, m in self._distinct:
             if not pairs.get(j):
                 continue
@@ -380,20 +384,18 @@ class AggregateView:
         repaired, and the groups whose state must be recomputed; groups found inconsistent join
         ``repair``."""
         cache = self._cache
-        need_groups = [g for g in delta.groups if g not in repair and g not in cache.states]
-        if need_groups:
-            self._lookup_groups(need_groups)
+        need_groups = {g for g in delta.groups if g not in repair and g not in cache.states}
         need_pairs: dict[int, list[tuple[Group, Any, Any]]] = {}
         for j, ps in delta.pairs.items():
             cached = cache.pairs[j]
             for (group, hv), (d, value) in ps.items():
                 if d and group not in repair and (group, hv) not in cached.n:
-                    if self._complete(j, group):
+                    if group not in need_groups and self._complete(j, group):
                         cached.set((group, hv), 0)
-                    else:
+                    else:                   # (a group whose state is read is not known complete)
                         need_pairs.setdefault(j, []).append((group, hv, value))
-        if need_pairs:
-            self._lookup_pairs(need_pairs)
+        if need_groups or need_pairs:
+            self._lookup(need_groups, need_pairs)
         by_group: dict[Group, dict[int, list[tuple[Any, int, int]]]] = {}
         for j, pairs in delta.pairs.items():
             counts = cache.pairs[j].n

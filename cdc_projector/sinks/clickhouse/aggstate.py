@@ -44,18 +44,24 @@ class MeasureShape:
         self.name, self.func, self.arg, self.distinct = m.name, m.func, m.arg, m.distinct
         self.kind = m.arg.sql.kind if m.arg is not None else "int"
         self.result_enc = m.result.encoder()
+        #: the same for values read back from ClickHouse (a Decimal comes back exact at its scale)
+        self.stored_result = (lambda v: v) if m.result.base.startswith("Decimal(") else self.result_enc
         self.zero: Any = None
         self.number: Any = None
+        self.stored_number: Any = None
         self.quantum: decimal.Decimal | None = None
         if m.func in ("sum", "avg"):
             base = m.sum_type.base
             if base.startswith("Decimal"):
                 self.zero, sum_enc = decimal.Decimal(0), m.sum_type.encoder()
                 self.number = lambda v: self.zero if v is None else sum_enc(v)
+                self.stored_number = lambda v: self.zero if v is None else v
             elif base.startswith("Float"):
                 self.zero, self.number = 0.0, lambda v: 0.0 if v is None else float(v)
             else:                                     # Int128 (may arrive as text)
                 self.zero, self.number = 0, lambda v: 0 if v is None else int(v)
+            if self.stored_number is None:
+                self.stored_number = self.number
         if m.func == "avg":
             ps = decimal_scale(m.result.base)
             self.quantum = decimal.Decimal(1).scaleb(-ps[1]) if ps else None
@@ -105,12 +111,12 @@ class GroupState:
                 st.n[j] = int(value or 0)
             elif m.func == "sum":
                 st.n[j] = int(extra.pop(0) or 0)
-                st.s[j] = m.number(value)
+                st.s[j] = m.stored_number(value)
             elif m.func == "avg":
                 st.n[j] = int(extra.pop(0) or 0)
-                st.s[j] = m.number(extra.pop(0))
+                st.s[j] = m.stored_number(extra.pop(0))
             else:
-                st.s[j] = None if value is None else m.result_enc(value)
+                st.s[j] = None if value is None else m.stored_result(value)
                 st.n[j] = int(extra.pop(0) or 0)
         return st
 
