@@ -19,6 +19,7 @@ from kafka import KafkaConsumer
 
 from tests.support.debezium import debezium  # noqa: F401  (fixture)
 from tests.support.debezium import Capture
+from tests.support.pgdb import drop_database
 from tests.support.services import KAFKA_BOOTSTRAP, PG_ADMIN_DSN, require
 
 pytestmark = pytest.mark.integration
@@ -47,12 +48,13 @@ def test_db() -> Iterator[str]:
                     "at timestamptz NOT NULL, note text, PRIMARY KEY (region, id))")
         cur.execute(f"CREATE PUBLICATION {PUBLICATION} FOR ALL TABLES")
     conn.close()
+    admin.close()
     try:
         yield name
     finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        # the slots too: a connector task restarted by a config update may still hold (or
+        # re-create) its slot for a moment after the connector was deleted
+        drop_database(name)
 
 
 def decode_decimal(encoded: str, field_schema: dict[str, Any]) -> Decimal:
