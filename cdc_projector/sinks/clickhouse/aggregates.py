@@ -93,8 +93,15 @@ class _Cache:
         self.states: dict[Group, GroupState | None] = {}
         self.pairs: dict[int, _Pairs] = {j: _Pairs() for j, _ in distinct}
         self.max_key: Any = _UNKNOWN
+        #: ``states`` holds every stored group (read whole once, when the table has at most
+        #: GROUP_CACHE groups): a group not in it has no row; False after a trim
+        self.all_states = False
+        #: the table had more groups than that: not read whole again
+        self.too_many_groups = False
 
     def trim(self) -> None:
+        if len(self.states) > GROUP_CACHE:
+            self.all_states, self.too_many_groups = False, True
         for d, cap in ((self.contrib, CONTRIB_CACHE), (self.states, GROUP_CACHE)):
             if len(d) > cap:                               # the oldest entries go (insertion order)
                 for k in list(itertools.islice(d, len(d) - cap // 2)):
@@ -371,6 +378,21 @@ class AggregateView:
             for group, hv, _ in pairs[j]:
                 cached.set((group, hv), found.get((group, hv), 0))
 
+    def _read_all_states(self) -> None:
+        """Read every stored group's state at once when there are at most GROUP_CACHE of them (one
+        read of ``<T>_data``, a small table); then a group the view does not know has no row."""
+        ng = len(self.spec.groups)
+        rows = self.ch.query(self.sql.all_states(GROUP_CACHE + 1))
+        cache = self._cache
+        if len(rows) > GROUP_CACHE:
+            cache.too_many_groups = True
+            return
+        for r in rows:
+            group = self._group(r[:ng])
+            if group not in cache.states:
+                cache.states[group] = GroupState.from_row(self.shape, r[ng:])
+        cache.all_states = True
+
     def _complete(self, j: int, group: Group) -> bool:
         """Every live ``(group, value)`` pair of measure ``j`` is in the cache."""
         st = self._cache.states.get(group, _UNKNOWN)
@@ -385,6 +407,13 @@ class AggregateView:
         ``repair``."""
         cache = self._cache
         need_groups = {g for g in delta.groups if g not in repair and g not in cache.states}
+        if need_groups and not cache.all_states and not cache.too_many_groups and self.remembers:
+            self._read_all_states()
+        if cache.all_states:                # every stored group is known: the others have no row
+            for g in need_groups:
+                if g not in cache.states:
+                    cache.states[g] = None
+            need_groups = set()
         need_pairs: dict[int, list[tuple[Group, Any, Any]]] = {}
         for j, ps in delta.pairs.items():
             cached = cache.pairs[j]

@@ -79,6 +79,12 @@ class AggregateSql:
         return (f"SELECT {sel} FROM (SELECT {sel}, _is_deleted FROM {self.data} FINAL"
                 f"{' WHERE ' + where if where else ''}) WHERE _is_deleted = 0")
 
+    def all_states(self, limit: int) -> str:
+        """The stored state of every group (at most ``limit`` rows)."""
+        sel = cols_sql(self.plain_groups + self.state_columns())
+        return (f"SELECT {sel} FROM (SELECT {sel}, _is_deleted FROM {self.data} FINAL) "
+                f"WHERE _is_deleted = 0 LIMIT {int(limit)}")
+
     def groups_after(self, version: int) -> str:
         """Groups whose stored row was written with a version above ``version``."""
         g = cols_sql(self.plain_groups) or "1"
