@@ -29,12 +29,14 @@ rebuild before the swap: the live view is untouched and the next rebuild starts 
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import multiprocessing
 import os
 import queue
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -191,8 +193,29 @@ def _release_inherited(folder: str | None) -> None:
             continue
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int, directory: str) -> None:
+    """Leave (removing our encoded files: nobody will read them) as soon as the loader dies:
+    the kernel sends SIGTERM when the parent goes (Linux ``PR_SET_PDEATHSIG``), so a killed
+    rebuild leaves no worker behind even in the middle of a long chunk; the ``getppid`` checks
+    between chunks remain for other systems."""
+    def gone(_signum: int = 0, _frame: Any = None) -> None:
+        shutil.rmtree(directory, ignore_errors=True)
+        os._exit(0)
+    signal.signal(signal.SIGTERM, gone)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:                       # died before the death signal was armed
+        gone()
+
+
 def _worker(job: _Job, tasks: Any, results: Any, parent: int, locked: str | None) -> None:
     _release_inherited(locked)
+    _die_with_parent(parent, job.encoder.directory)
     # The inherited heap is never collected here (and its pages stay shared), and the cyclic
     # collector is off (15% of the CPU otherwise): a chunk's objects hold no cycles and go by
     # reference counting; a full collection between chunks now and then bounds anything else.
