@@ -8,11 +8,12 @@ none) or ``None`` when the row is deleted or fails ``where``.
 Per batch (see docs/clickhouse.md for the correctness argument); the cost is O(batch)
 plus the contributions of the few groups that must be recomputed:
 
-1. stage the new contributions (``<table>_stage``, emptied per batch), read the touched
-   keys' stored contributions (``<table>_contrib FINAL``, a key lookup) and stage them too;
-2. delta per group = new - old contributions (:mod:`.aggstate`); read the stored state of
-   those groups (``<table>_data``) and, for ``count(distinct)``, the stored counts of the
-   touched ``(group, value)`` pairs;
+1. the touched keys' stored contributions: from what the view remembers (:class:`_Cache`),
+   else read (``<table>_contrib FINAL``, a key lookup of those keys, staged in
+   ``<table>_stage``, emptied per batch);
+2. delta per group = new - old contributions (:mod:`.aggstate`); the stored state of those
+   groups and, for ``count(distinct)``, the stored counts of the changed ``(group, value)``
+   pairs: remembered, else read (``<table>_data``, ``<table>_d_<m>``);
 3. new state = stored + delta, exact; a group where that is impossible (its min/max
    extreme retracted, ...) is *recomputed* from its contributions (``<table>_members``,
    ordered by group: a range read), like every group written after the checkpoint
