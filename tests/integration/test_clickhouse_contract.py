@@ -315,11 +315,13 @@ def test_sink_protocol_with_the_engine_projector(backend: tuple[str, str]) -> No
         sink.close()
 
 
-def test_mirror_store_remembers_exactly_what_is_stored(backend: tuple[str, str]) -> None:
+def test_mirror_store_remembers_exactly_what_is_stored(backend: tuple[str, str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The mirror store keeps the rows it loaded and wrote: loads agree with a fresh store that
     reads everything (rows, tombstones, absent keys, an older change written after a newer one,
     integer key ids above the highest stored one); after another writer changed the rows,
     ``load_checkpoint`` (the pipeline reopening) makes it read them again."""
+    monkeypatch.setenv("CDCP_CH_REMEMBER", "1")               # off by default (client.remembers)
     url, db = backend
     sink = ClickHouseSink("analytics", SinkConfig(type="clickhouse", url=url, database=db))
     sink.connect()

@@ -140,7 +140,7 @@ class AggregateView:
         self._cache = _Cache(self._distinct)
         #: remember stored rows across batches: on embedded chDB only (one process per data
         #: directory, chDB locks it); a ClickHouse server may have other writers (`dlq replay`)
-        self.remembers = ch.embedded
+        self.remembers = ch.remembers
         self._latest: Mapping[tuple[Any, ...], Contribution] = {}
         self._lookup_keys: Collection[tuple[Any, ...]] = ()
         self._staged_keys: set[tuple[Any, ...]] = set()

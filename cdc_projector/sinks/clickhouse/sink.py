@@ -204,7 +204,7 @@ class ClickHouseProjectionTarget:
         self.plan = plan
         self.spec = spec
         self._view: TableView | AggregateView | None = None
-        self._state = ClickHouseStateStore(sink.state, plan.name, remember=sink.ch.embedded)
+        self._state = ClickHouseStateStore(sink.state, plan.name, remember=sink.ch.remembers)
         self._ckpt_version = -1
         self._last_version = 0
         self._ckpt_position_version = 0
