@@ -86,10 +86,11 @@ class AggregateSql:
                 f"WHERE _is_deleted = 0 LIMIT {int(limit)}")
 
     def groups_after(self, version: int) -> str:
-        """Groups whose stored row was written with a version above ``version``."""
+        """Groups with a stored row written with a version above ``version``, a delete marker
+        included: read without ``FINAL``, which hides a group whose newest row removed it (a
+        batch that crashed after emptying a group must repair that group too)."""
         g = cols_sql(self.plain_groups) or "1"
-        return (f"SELECT {g} FROM (SELECT {cols_sql(self.plain_groups) + ', ' if self.plain_groups else ''}"
-                f"_version FROM {self.data} FINAL) WHERE _version > toUInt128('{int(version)}')")
+        return f"SELECT DISTINCT {g} FROM {self.data} WHERE _version > toUInt128('{int(version)}')"
 
     def stored_pairs(self, m: MeasureSpec) -> str:
         """Stored ``(group, value) -> n`` of the ``PAIR`` pairs of a distinct measure."""
