@@ -321,7 +321,7 @@ def test_mirror_store_remembers_exactly_what_is_stored(backend: tuple[str, str],
     reads everything (rows, tombstones, absent keys, an older change written after a newer one,
     integer key ids above the highest stored one); after another writer changed the rows,
     ``load_checkpoint`` (the pipeline reopening) makes it read them again."""
-    monkeypatch.setenv("CDCP_CH_REMEMBER", "1")               # off by default (client.remembers)
+    monkeypatch.setenv("CDCP_CH_REMEMBER", "1")               # the default on chDB (client.remembers)
     url, db = backend
     sink = ClickHouseSink("analytics", SinkConfig(type="clickhouse", url=url, database=db))
     sink.connect()

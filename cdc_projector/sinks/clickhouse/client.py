@@ -107,10 +107,9 @@ class ClickHouse:
     @property
     def remembers(self) -> bool:
         """May aggregate views and the mirror store keep stored rows across batches? Only
-        embedded (this process is the only writer) and only with ``CDCP_CH_REMEMBER=1``: off by
-        default while an intermittent oracle failure seen with it after SIGKILL restarts
-        (a missing aggregate group) is not understood."""
-        return self.embedded and os.environ.get("CDCP_CH_REMEMBER") == "1"
+        embedded (this process is the only writer: chDB locks its directory); a ClickHouse
+        server may have other writers (``dlq replay``). ``CDCP_CH_REMEMBER=0`` turns it off."""
+        return self.embedded and os.environ.get("CDCP_CH_REMEMBER", "1") != "0"
 
     # -- statements ------------------------------------------------------
     def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> Any:
