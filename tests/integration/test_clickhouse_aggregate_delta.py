@@ -62,7 +62,11 @@ def _helpers_match_contributions(ch: Any) -> None:
     assert {(d, s, v): n for d, s, v, n in stored} == counts
 
 
-def test_min_max_retraction_of_the_extreme(ch: Any) -> None:
+@pytest.mark.parametrize("remember", ["1", "0"])
+def test_min_max_retraction_of_the_extreme(ch: Any, remember: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``remember`` (the default on chDB) a group whose extreme left is recomputed from the
+    contributions the view remembers, without reading them; without it, by a query."""
+    monkeypatch.setenv("CDCP_CH_REMEMBER", remember)
     view = _agg_view(ch)
     rows: dict[int, dict[str, Any]] = {}
     _write(view, rows, {1: _row("5.00"), 2: _row("9.00"), 3: _row("9.00"), 4: _row("1.00"), 5: _row(None)}, 1)
@@ -71,6 +75,7 @@ def test_min_max_retraction_of_the_extreme(ch: Any) -> None:
     assert view.read()[0]["largest"] == D("9.00") and view.read() == _expected(rows)
     _write(view, rows, {3: _row("4.00")}, 3)               # the last maximum is updated down: max 5
     assert view.read()[0]["largest"] == D("5.00") and view.read() == _expected(rows)
+    assert view.last_recomputed == (0 if remember == "1" else 1)
     _write(view, rows, {4: None, 6: _row("0.50")}, 4)      # the minimum leaves, a smaller one arrives
     assert view.read()[0]["smallest"] == D("0.50") and view.read() == _expected(rows)
     _write(view, rows, {6: None, 1: _row("7.00")}, 5)      # min leaves, max moves up in the same batch
@@ -158,12 +163,16 @@ def test_crash_after_emptying_a_group_then_a_replay_that_restores_it(ch: Any, st
 
 
 @pytest.mark.parametrize("seed", [5, 11])
-@pytest.mark.parametrize("keys,days", [(30, 3), (8, 6)])         # (8, 6): groups often empty
-def test_random_crashes_at_every_write_with_restarts(ch: Any, seed: int, keys: int, days: int) -> None:
+@pytest.mark.parametrize("keys,days,cache", [(30, 3, None), (8, 6, None), (30, 3, 12)])
+def test_random_crashes_at_every_write_with_restarts(ch: Any, seed: int, keys: int, days: int, cache: int | None,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Random batches (inserts, measure updates, group moves, deletes, key changes) with crashes
     after any of the writes, restarts (a new view, recover from the checkpoint) and replays with
     other boundaries; the view and the helper tables are checked after every checkpointed batch
-    that passed the crashed ones."""
+    that passed the crashed ones. (8, 6): groups often empty; ``cache``: the view remembers at
+    most that many contributions, so it often knows only part of a group."""
+    if cache is not None:
+        monkeypatch.setattr("cdc_projector.sinks.clickhouse.aggregates.CONTRIB_CACHE", cache)
     rng = random.Random(seed)
     events: list[tuple[int, dict[str, Any] | None]] = []
     for _ in range(300):

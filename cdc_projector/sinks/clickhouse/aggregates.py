@@ -91,6 +91,8 @@ class _Cache:
 
     def __init__(self, distinct: Sequence[tuple[int, MeasureSpec]]) -> None:
         self.contrib: dict[tuple[Any, ...], Contribution | None] = {}
+        #: the live entries of ``contrib`` by group: ``group -> {key: args}``
+        self.members: dict[Group, dict[tuple[Any, ...], tuple[Any, ...] | None]] = {}
         self.states: dict[Group, GroupState | None] = {}
         self.pairs: dict[int, _Pairs] = {j: _Pairs() for j, _ in distinct}
         self.max_key: Any = _UNKNOWN
@@ -100,13 +102,33 @@ class _Cache:
         #: the table had more groups than that: not read whole again
         self.too_many_groups = False
 
+    def set_contribution(self, key: tuple[Any, ...], value: Contribution | None) -> None:
+        """Remember ``key``'s stored contribution (None: none), as the newest entry."""
+        before = self.contrib.pop(key, None)
+        if before is not None:
+            self._unindex(key, before)
+        self.contrib[key] = value
+        if value is not None:
+            self.members.setdefault(value[0], {})[key] = value[1]  # type: ignore[index]
+
+    def _unindex(self, key: tuple[Any, ...], value: Contribution) -> None:
+        group = self.members.get(value[0])  # type: ignore[arg-type]
+        if group is not None:
+            group.pop(key, None)
+            if not group:
+                del self.members[value[0]]  # type: ignore[arg-type]
+
     def trim(self) -> None:
         if len(self.states) > GROUP_CACHE:
             self.all_states, self.too_many_groups = False, True
-        for d, cap in ((self.contrib, CONTRIB_CACHE), (self.states, GROUP_CACHE)):
-            if len(d) > cap:                               # the oldest entries go (insertion order)
-                for k in list(itertools.islice(d, len(d) - cap // 2)):
-                    del d[k]
+        if len(self.contrib) > CONTRIB_CACHE:              # the oldest entries go (insertion order)
+            for k in list(itertools.islice(self.contrib, len(self.contrib) - CONTRIB_CACHE // 2)):
+                value = self.contrib.pop(k)
+                if value is not None:
+                    self._unindex(k, value)
+        if len(self.states) > GROUP_CACHE:
+            for g in list(itertools.islice(self.states, len(self.states) - GROUP_CACHE // 2)):
+                del self.states[g]
         for p in self.pairs.values():
             p.trim(PAIR_CACHE)
 
@@ -246,6 +268,10 @@ class AggregateView:
         states, pair_rows, recompute = self._apply(delta, repair)
         if stop_after == "stage":
             return 0, 0
+        if recompute and not recovering and self.remembers:
+            known = self._recompute_known(recompute, latest, old)
+            states.update(known)
+            recompute -= known.keys()
         marked = recompute | repair
         recomputed: dict[Group, GroupState] = {}
         if marked:
@@ -459,6 +485,42 @@ class AggregateView:
                 rows[self.spec.measures[j].name] += [list(group) + [value, after] for value, _, after in changes]
         return states, rows, recompute
 
+    def _recompute_known(self, groups: Collection[Group], latest: Mapping[tuple[Any, ...], Contribution],
+                         old: Mapping[tuple[Any, ...], Contribution]) -> dict[Group, GroupState]:
+        """States of the ``groups`` to recompute whose every stored contribution the view
+        remembers (the remembered ones, with the touched keys' read ones, number exactly the
+        stored state's rows): computed here from those contributions and the batch's new ones,
+        without a query. The others are left to :meth:`_recompute`."""
+        cache = self._cache
+        incoming: dict[Group, list[tuple[Any, ...]]] = {}
+        for key, (group, args) in latest.items():
+            if group is not None and group in groups:
+                incoming.setdefault(group, []).append(args or ())
+        out: dict[Group, GroupState] = {}
+        for group in groups:
+            stored = cache.states.get(group, _UNKNOWN)
+            if stored is _UNKNOWN:
+                continue
+            before = dict(cache.members.get(group, {}))
+            for key, (g, args) in old.items():
+                if g == group:
+                    before[key] = args
+            if len(before) != (0 if stored is None else stored.rows):
+                continue                                  # not all of them are known: read them
+            delta = BatchDelta(self.shape)
+            for key, args in before.items():
+                if key not in latest:
+                    delta.apply(group, args or (), 1)
+            for args in incoming.get(group, ()):
+                delta.apply(group, args, 1)
+            appeared = {j: sum(1 for entry in pairs.values() if entry[0] > 0) for j, pairs in delta.pairs.items()}
+            d = delta.groups.get(group)
+            new, _ = (GroupState.empty(self.shape), "") if d is None else \
+                apply_delta_why(self.shape, GroupState.empty(self.shape), d, appeared)
+            if new is not None:
+                out[group] = new
+        return out
+
     def _recompute(self, repair: set[Group]) -> tuple[dict[Group, GroupState], dict[str, list[list[Any]]]]:
         """States of the staged ``RECOMPUTE`` and ``REPAIR`` groups, from their contributions, and the
         ``(group, value)`` rows of the ``REPAIR`` ones."""
@@ -487,8 +549,7 @@ class AggregateView:
         """After a completed batch: what it wrote is what the tables now hold."""
         cache = self._cache
         for key, (group, args) in latest.items():
-            cache.contrib.pop(key, None)
-            cache.contrib[key] = None if group is None else (group, args)
+            cache.set_contribution(key, None if group is None else (group, args))
         for group, st in states.items():
             cache.states.pop(group, None)
             cache.states[group] = st if st.rows > 0 else None
