@@ -108,15 +108,17 @@ class _Cache:
         if before is not None:
             self._unindex(key, before)
         self.contrib[key] = value
-        if value is not None:
-            self.members.setdefault(value[0], {})[key] = value[1]  # type: ignore[index]
+        if value is not None and value[0] is not None:
+            self.members.setdefault(value[0], {})[key] = value[1]
 
     def _unindex(self, key: tuple[Any, ...], value: Contribution) -> None:
-        group = self.members.get(value[0])  # type: ignore[arg-type]
+        if value[0] is None:
+            return
+        group = self.members.get(value[0])
         if group is not None:
             group.pop(key, None)
             if not group:
-                del self.members[value[0]]  # type: ignore[arg-type]
+                del self.members[value[0]]
 
     def trim(self) -> None:
         if len(self.states) > GROUP_CACHE:
