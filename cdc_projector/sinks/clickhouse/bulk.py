@@ -182,7 +182,8 @@ class TableChunkEncoder:
             out.upserted = len(view_rows) - out.deleted
         if rows:
             projection = self.plan.name
-            records = [mirror_record(projection, r) for r in rows]
+            indexed = self.plan.indexed
+            records = [mirror_record(projection, r, indexed.get(r.table, ())) for r in rows]
             out.mirror_file = self._write(f"{name}.mirror.native",
                                           native_block(MIRROR_NAMES, MIRROR_TYPES, _columns(records)))
         return out

@@ -17,7 +17,7 @@ import os
 import re
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Collection, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Mapping, Sequence
 
 import orjson
 
@@ -79,9 +79,13 @@ class ClickHouseStateStore:
     row is never changed once built; dropped by :meth:`forget` (a failed write, and every
     (re)open of the projection: a rebuild's swap replaces the mirror rows)."""
 
-    def __init__(self, state: StateTables, projection: str, remember: bool = True) -> None:
+    def __init__(self, state: StateTables, projection: str, remember: bool = True,
+                 indexed: Mapping[TableId, Collection[str]] | None = None) -> None:
         self._state = state
         self.projection = projection
+        #: per source table, the columns rows are looked up by (their canonical values are
+        #: stored); None: every column
+        self._indexed = indexed
         #: False (a ClickHouse server, which other processes may write too): nothing is kept
         self.remember = remember
         self._known: dict[TableId, dict[str, "MirrorRow | None"]] = {}
@@ -152,8 +156,9 @@ class ClickHouseStateStore:
         return self._rows(table, self._state.mirror_all(self.projection, table))
 
     def write(self, rows: Sequence["MirrorRow"]) -> None:
-        projection = self.projection
-        out = [mirror_record(projection, r) for r in rows]
+        projection, indexed = self.projection, self._indexed
+        out = [mirror_record(projection, r, None if indexed is None else indexed.get(r.table, ()))
+               for r in rows]
         if not out:
             return
         try:
@@ -204,7 +209,7 @@ class ClickHouseProjectionTarget:
         self.plan = plan
         self.spec = spec
         self._view: TableView | AggregateView | None = None
-        self._state = ClickHouseStateStore(sink.state, plan.name, remember=sink.ch.remembers)
+        self._state = ClickHouseStateStore(sink.state, plan.name, remember=sink.ch.remembers, indexed=plan.indexed)
         self._ckpt_version = -1
         self._last_version = 0
         self._ckpt_position_version = 0

@@ -127,11 +127,17 @@ MIRROR_NAMES = ("projection_name", "source_table", "key_id", "key", "row", "cano
 MIRROR_TYPES = ("String", "String", "String", "String", "Nullable(String)", "String", "UInt128", "Nullable(String)")
 
 
-def mirror_record(projection: str, r: "MirrorRow") -> list[Any]:
+def mirror_record(projection: str, r: "MirrorRow", indexed: Collection[str] | None = None) -> list[Any]:
     """The ``_cdcp_mirror`` row (:data:`MIRROR_NAMES`) of one mirror row of ``projection``:
-    key and row as typed JSON, each column's canonical value (``value_id``) for the
-    by-value lookups, the position as ``_version``."""
-    canon = {} if r.row is None else {c: value_id(v) for c, v in r.as_row().items()}
+    key and row as typed JSON, the canonical value (``value_id``) of each column the
+    projection looks rows up by (``indexed``: the plan's ``indexed`` columns of the row's
+    table; None: every column), the position as ``_version``."""
+    if r.row is None:
+        canon = {}
+    elif indexed is None:
+        canon = {c: value_id(v) for c, v in r.as_row().items()}
+    else:
+        canon = {c: value_id(r.value(c)) for c in indexed}
     return [projection, str(r.table), r.key_id, dumps(r.key),
             None if r.row is None else dumps(r.row), orjson.dumps(canon).decode(),
             version(r.position), None if r.departed is None else dumps(r.departed)]
