@@ -45,7 +45,7 @@ def test_sigkill_mid_workload_then_restart_matches_oracle(pgdb: PgDb, tmp_path: 
     # The writer runs from the start, while the initial snapshot is read, and the first kill
     # comes soon after it (this small snapshot usually ends within those 3 s). Kills *during*
     # an initial snapshot, and a stop before anything was streamed, each with deletes while
-    # down: tests/integration/test_clickhouse_resnapshot.py.
+    # down: tests/integration/test_clickhouse_engine_resnapshot.py.
     stop = threading.Event()
     writer = threading.Thread(target=run_workload,
                               kwargs=dict(dsn=pgdb.dsn, ops=900, rate=60, seed=11, stop=stop))
