@@ -102,8 +102,6 @@ class Pipeline:
     def open(self) -> None:
         """Load the stored checkpoint and open the source from it."""
         self._checkpoint = self._retry(self.target.load_checkpoint) or StoredCheckpoint()
-        if self.observer is not None:
-            self.observer.opened(self._checkpoint)
 
         def resume(streams: Any) -> Checkpoint:
             known = self._checkpoint.streams if self._checkpoint else {}
@@ -116,6 +114,10 @@ class Pipeline:
             self.projector.memo.clear()               # nothing computed from the old rows stays
             self._checkpoint = StoredCheckpoint()
             self._set_fresh(True)
+        if self.observer is not None:
+            # after the source decided: a fresh start applied nothing yet, whatever the stored
+            # checkpoint of the interrupted attempt says (its position is a partial snapshot's)
+            self.observer.opened(self._checkpoint)
 
     def _set_fresh(self, fresh: bool) -> None:
         """Enter or leave the snapshot fast path (and the bulk-load GC policy with it)."""

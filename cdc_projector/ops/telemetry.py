@@ -5,7 +5,8 @@ projection. The engine's :class:`~cdc_projector.engine.runner.Pipeline` calls th
 projection's observer hooks from its own thread (the only thread that touches the
 source, so ``source.backlog()`` is sampled there):
 
-* ``opened(checkpoint)`` - the stored checkpoint was loaded (watermark after a restart);
+* ``opened(checkpoint)`` - the source was opened from this stored checkpoint (watermark after a
+  restart; an empty one when the source starts its initial snapshot over);
 * ``gate(pipeline)`` - before each poll; ``False`` while the projection is paused
   (the source is closed on pause and reopened from the sink's checkpoint on resume,
   so Kafka offsets / the replication slot do not advance and the backlog is kept);
@@ -18,7 +19,10 @@ event's commit time. Samples go into log-spaced buckets (10 % resolution) kept
 per 10-second slot for one hour, from which p50/p95/p99 over 1 and 15 minutes and
 the dashboard's charts are computed; cumulative fixed buckets feed the Prometheus
 histogram. Heartbeats carry no commit time: they add no lag sample but advance the
-applied watermark and keep an idle projection from turning ``stale``.
+applied watermark and keep an idle projection from turning ``stale``. Batches of a
+snapshot that the source reports still in progress (``snapshot_progress()``) do not
+advance the watermark: the view holds only part of the snapshot, so ``wait`` for any
+position must not return yet.
 """
 from __future__ import annotations
 
@@ -175,8 +179,10 @@ class ProjectionTelemetry:
         with self._lock:
             self._phase = "running"
             if checkpoint is not None and checkpoint.position is not None:
-                lsn = max([checkpoint.position.commit_lsn,
-                           *(v for k, v in checkpoint.streams.items() if k.startswith("pg:"))])
+                # a replication stream's end is what was applied; a position above it comes
+                # from snapshot rows (a table snapshot, maybe interrupted and read again)
+                pg_ends = [v for k, v in checkpoint.streams.items() if k.startswith("pg:")]
+                lsn = max(pg_ends) if pg_ends else checkpoint.position.commit_lsn
                 if self.applied_lsn is None or lsn > self.applied_lsn:
                     self.applied_lsn = lsn
                     self.applied_position = str(checkpoint.position)
@@ -202,8 +208,14 @@ class ProjectionTelemetry:
                      "table": str(f.events[0].table) if f.events and f.events[0].table else None,
                      "position": str(f.events[0].position) if f.events else None}
                     for f in result.failures]
+        snapshot = _snapshot_progress(source, batch)
         pg_ends = [v for k, v in batch.checkpoint.items() if k.startswith("pg:")]
         lsn_candidates = pg_ends + ([result.position.commit_lsn] if result.position is not None else [])
+        if snapshot is not None and callable(getattr(source, "snapshot_progress", None)):
+            # the source still reads a snapshot: its rows are positioned at the snapshot's point,
+            # but the view holds only part of them - nothing is applied up to that point yet
+            # (`wait` must not return before the snapshot is complete)
+            lsn_candidates = []
         with self._lock:
             slot = self._slot(written_at)
             slot.events += len(batch.events)
@@ -229,7 +241,7 @@ class ProjectionTelemetry:
             self.last_applied_at = written_at
             self.last_error = None
             self._phase = "running"
-            self.snapshot = _snapshot_progress(source, batch)
+            self.snapshot = snapshot
             self.dead_letters += len(letters)
             self.recent_letters.extend(letters)
             self._changed.notify_all()

@@ -124,6 +124,20 @@ def test_a_fresh_start_empties_what_an_interrupted_attempt_left(fresh: bool) -> 
     assert {d[0]["id"] for d in target.documents.values()} == ({2} if fresh else {1, 2})
 
 
+def test_a_fresh_start_reports_nothing_applied_to_the_observer() -> None:
+    # the stored checkpoint of an interrupted initial snapshot carries the position of its
+    # last rows: after a fresh start that is not what the (emptied) view holds
+    from cdc_projector.ops.telemetry import ProjectionTelemetry
+    for fresh, expected in ((True, None), (False, 900)):
+        target = MemoryTarget()
+        target.checkpoint = StoredCheckpoint({}, Position(900, 40))
+        p, source, _ = _pipeline([], target)
+        source.fresh_start = fresh
+        p.observer = ProjectionTelemetry("customer_profile")
+        p.open()
+        assert p.observer.applied_lsn == expected
+
+
 def test_stop_during_outage_acknowledges_nothing() -> None:
     from cdc_projector.engine.runner import Stopped
     e = Events()

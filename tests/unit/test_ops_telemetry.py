@@ -220,6 +220,34 @@ def test_snapshot_in_progress_is_reported_until_it_ends() -> None:
     assert p.status()["snapshot"] is None
 
 
+def test_a_snapshot_in_progress_applies_no_position_until_it_ends() -> None:
+    # snapshot rows are positioned at the snapshot's point, but until the last of them is
+    # written the view is not at that point: `wait` for any position must keep waiting
+    clock = Clock()
+    src = SnapshottingSource()
+    p = ProjectionTelemetry("orders", clock=clock)
+    p.opened(None)
+    src.rows = {"public.orders": 500}
+    b, r = batch([ev(700, None, Op.READ)])
+    b = Batch(b.events, {"snapshot:public.customers": 700})     # a first table is done
+    p.applied(b, r, written_at=clock.t, source=src)
+    assert p.applied_lsn is None and not p.wait_applied(600, 0.01)
+    src.rows = {}                                                # the last snapshot batch
+    b, r = batch([ev(700, None, Op.READ)], end_lsn=700)
+    p.applied(b, r, written_at=clock.t, source=src)
+    assert p.applied_lsn == 700 and p.wait_applied(600, 0.01)
+
+
+def test_a_restart_watermark_is_the_stream_end_not_a_snapshot_position() -> None:
+    from cdc_projector.sinks.base import StoredCheckpoint
+    p = ProjectionTelemetry("orders", clock=Clock())
+    p.opened(StoredCheckpoint({"pg:slot": 300, "snapshot:public.orders": 800}, Position(800, 12)))
+    assert p.applied_lsn == 300
+    kafka = ProjectionTelemetry("orders", clock=Clock())
+    kafka.opened(StoredCheckpoint({"shop.public.orders:0": 17}, Position(450, 3)))
+    assert kafka.applied_lsn == 450
+
+
 def test_snapshot_rows_reported_for_a_source_without_progress() -> None:
     p = ProjectionTelemetry("orders", clock=Clock())
     b, r = batch([ev(5, None, Op.READ), ev(5, None, Op.READ)])

@@ -11,8 +11,8 @@ Lifecycle of the slot ``<slot>`` (stream id ``pg:<slot>``):
 * **Interrupted initial snapshot** (the slot exists but the checkpoint has no
   ``pg:<slot>`` entry yet): an exported snapshot dies with its session and
   cannot be continued, so the slot is dropped and recreated and the whole
-  snapshot starts over. Rows are idempotent by position, so rows already
-  applied are simply overwritten by the same or newer values.
+  snapshot starts over; :attr:`PostgresSource.fresh_start` tells the pipeline to
+  empty the target first (rows deleted since the interrupted attempt cannot linger).
 * **Slot lost** (checkpoint present, slot gone): changes since the last ack are
   lost; the slot is recreated and the tables re-snapshotted (rows deleted in
   the gap can linger: rebuild the views).
