@@ -5,18 +5,16 @@ saves a screenshot to artifacts/dashboard.png."""
 from __future__ import annotations
 
 import threading
-import uuid
 from pathlib import Path
 from typing import Iterator
 
-import pymongo
 import pytest
 
 from cdc_projector.sample.seed import seed
 from cdc_projector.sample.workload import run_workload
 from tests.integration.test_ops_harness import ROOT, Projector, eventually, free_port, write_config
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
-from tests.support.services import MONGODB_URL, require
+from tests.support.services import MONGODB_URL, scratch_mongo_database
 
 pytestmark = pytest.mark.integration
 CHROMIUM = "/usr/bin/chromium"
@@ -27,12 +25,8 @@ NAMES = ("customer_profile", "order_document")
 
 @pytest.fixture
 def mongo_db() -> Iterator[str]:
-    require("ferretdb")
-    name = f"t_dash_{uuid.uuid4().hex[:10]}"
-    yield name
-    client = pymongo.MongoClient(MONGODB_URL)
-    client.drop_database(name)
-    client.close()
+    with scratch_mongo_database("t_dash") as name:
+        yield name
 
 
 def test_dashboard_shows_live_projections(pgdb: PgDb, mongo_db: str, tmp_path: Path) -> None:  # noqa: F811

@@ -34,7 +34,7 @@ from cdc_projector.sample.workload import WorkloadStats, run_workload
 from tests.integration.test_ops_harness import (
     CLI, ROOT, Projector, eventually, free_port, oracle_problems, write_config)
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (pytest fixture)
-from tests.support.services import MONGODB_URL, require
+from tests.support.services import MONGODB_URL, scratch_mongo_database
 
 NAMES = ("customer_profile", "order_document")
 #: enough rows that the initial snapshot into FerretDB v1 (slow writes) takes many batches here
@@ -44,15 +44,8 @@ STREAM_KILLS = 3
 
 @pytest.fixture
 def mongo_db() -> Iterator[str]:
-    """A database of this test's own on the shared FerretDB, dropped afterwards."""
-    require("ferretdb")
-    name = f"t_crash_{uuid.uuid4().hex[:10]}"
-    yield name
-    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(MONGODB_URL)
-    try:
-        client.drop_database(name)
-    finally:
-        client.close()
+    with scratch_mongo_database("t_crash") as name:
+        yield name
 
 
 def _kill(run: Projector) -> None:

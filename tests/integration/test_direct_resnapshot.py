@@ -8,7 +8,6 @@ tests/integration/test_clickhouse_engine_resnapshot.py.
 """
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,7 +20,7 @@ from cdc_projector.sample import seed
 from tests.integration.test_ops_harness import (
     Projector, collection_of, eventually, free_port, oracle_problems, write_config)
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (pytest fixture)
-from tests.support.services import MONGODB_URL, require
+from tests.support.services import MONGODB_URL, scratch_mongo_database
 
 NAMES = ("customer_profile", "order_document")
 #: enough rows that the initial snapshot into FerretDB takes several batches
@@ -30,15 +29,8 @@ SEED = {"customers": 200, "products": 15, "orders": 600}
 
 @pytest.fixture
 def mongo_db() -> Iterator[str]:
-    """A database of this test's own on the shared FerretDB, dropped afterwards."""
-    require("ferretdb")
-    name = f"t_resnap_{uuid.uuid4().hex[:10]}"
-    yield name
-    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(MONGODB_URL)
-    try:
-        client.drop_database(name)
-    finally:
-        client.close()
+    with scratch_mongo_database("t_resnap") as name:
+        yield name
 
 
 def _snapshotting(run: Projector) -> dict[str, Any] | None:

@@ -24,7 +24,7 @@ from tests.support import oracle
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
 from tests.support.running import ThreadedRun
 from tests.support.running import wait_until as support_wait_until
-from tests.support.services import MONGODB_URL, require
+from tests.support.services import MONGODB_URL, scratch_mongo_database
 
 pytestmark = pytest.mark.integration
 
@@ -56,12 +56,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def mongo_db() -> Iterator[str]:
-    require("ferretdb")
-    name = f"t_oracle_{uuid.uuid4().hex[:10]}"
-    yield name
-    client = pymongo.MongoClient(MONGODB_URL)
-    client.drop_database(name)
-    client.close()
+    with scratch_mongo_database("t_oracle") as name:
+        yield name
 
 
 class Running(ThreadedRun):

@@ -4,11 +4,9 @@ applied and times out clearly, `status` reports, and says so when no process run
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Iterator
 
-import pymongo
 import pytest
 
 from cdc_projector.ops.wait import current_lsn
@@ -16,7 +14,7 @@ from cdc_projector.sample.seed import seed
 from cdc_projector.sample.workload import run_workload
 from tests.integration.test_ops_harness import Projector, eventually, free_port, oracle_problems, write_config
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
-from tests.support.services import MONGODB_URL, require
+from tests.support.services import MONGODB_URL, scratch_mongo_database
 
 pytestmark = pytest.mark.integration
 NAMES = ("customer_profile", "order_document")
@@ -24,12 +22,8 @@ NAMES = ("customer_profile", "order_document")
 
 @pytest.fixture
 def mongo_db() -> Iterator[str]:
-    require("ferretdb")
-    name = f"t_ops_{uuid.uuid4().hex[:10]}"
-    yield name
-    client = pymongo.MongoClient(MONGODB_URL)
-    client.drop_database(name)
-    client.close()
+    with scratch_mongo_database("t_ops") as name:
+        yield name
 
 
 def test_pause_resume_survives_restart_and_wait(pgdb: PgDb, mongo_db: str, tmp_path: Path) -> None:  # noqa: F811

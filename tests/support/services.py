@@ -6,8 +6,11 @@ variables, e.g. to run the suite against services started elsewhere.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import uuid
+from typing import Iterator
 
 import pytest
 
@@ -47,3 +50,20 @@ def require(*services: str) -> None:
             "start the local stack with `make stack-up`",
             pytrace=False,
         )
+
+
+@contextlib.contextmanager
+def scratch_mongo_database(prefix: str) -> Iterator[str]:
+    """The name of a database of the caller's own on the shared FerretDB (required: a failure
+    under CI=true), dropped afterwards."""
+    import pymongo
+    require("ferretdb")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        yield name
+    finally:
+        client: pymongo.MongoClient = pymongo.MongoClient(MONGODB_URL)  # type: ignore[type-arg]
+        try:
+            client.drop_database(name)
+        finally:
+            client.close()
