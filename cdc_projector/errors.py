@@ -78,6 +78,18 @@ class ProjectionError(CdcProjectorError):
     """Applying one event to a projection failed for that event (a poison event)."""
 
 
+class DefinitionChanged(CdcProjectorError):
+    """A projection's definition differs from the one its stored view was built with
+    (``run`` refuses it; ``rebuild`` applies the change). ``parts`` names what changed."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, hint: str | None = None, projection: str | None = None,
+                 parts: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.projection, self.parts = projection, parts
+
+
 class SinkError(CdcProjectorError):
     """A sink (MongoDB, ClickHouse) refused or could not be reached."""
 

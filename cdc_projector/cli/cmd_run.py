@@ -29,6 +29,7 @@ def run(config_path: str, source_kind: str, names: tuple[str, ...], log_level: s
     loaded = load_config(config_path)
     project = Project.open(loaded.project, names, catalog=catalog_if_needed(loaded.project, names))
     try:
+        project.check_definitions()    # a view built with another definition: `rebuild` it
         pipelines = project.pipelines(source_kind)  # type: ignore[arg-type]
         runner = Runner(pipelines)
         runner.install_signal_handlers()

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Literal, Mapping, Sequence
 
 from ..config.models import ProjectFile
-from ..errors import ConfigError
+from ..errors import ConfigError, DefinitionChanged, SinkUnavailable
 from ..events import TableId
 from ..expr.types import SqlType
 from ..sinks.base import ProjectionTarget, Sink, connect_with_retry, open_sink
 from ..sources.base import Source
+from . import definition
 from .plan import ProjectionPlan, build_plans
 from .runner import Pipeline
 
@@ -107,6 +108,31 @@ class Project:
             opened.close()
             raise
         return opened
+
+    def check_definitions(self) -> None:
+        """Refuse to start when a stored view was built with another definition than its
+        projection's (every such projection named at once; nothing is started or written).
+        Each pipeline checks again when it opens (and records the fingerprint): a sink that
+        cannot be reached now is left to that check."""
+        problems: list[DefinitionChanged] = []
+        for plan in self.plans:
+            try:
+                stored = self.targets[plan.name].load_checkpoint()
+                definition.verdict(plan, stored.definition if stored else None)
+            except SinkUnavailable:
+                continue
+            except DefinitionChanged as exc:
+                problems.append(exc)
+        if len(problems) == 1:
+            raise problems[0]
+        if problems:
+            names = [p.projection or "?" for p in problems]
+            raise DefinitionChanged(
+                f"{len(problems)} projections changed since their views were built: "
+                + "; ".join(f"{p.projection!r} ({p.parts})" for p in problems)
+                + ": their stored rows follow the old definitions",
+                hint=f"run `cdc-projector rebuild NAME` for each of {', '.join(names)} "
+                     "(`run --projection NAME` runs the others meanwhile)")
 
     def plan(self, name: str) -> ProjectionPlan:
         return next(p for p in self.plans if p.name == name)

@@ -17,6 +17,7 @@ loop exits; during an outage it abandons the unacknowledged batch (replayed on r
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -27,7 +28,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from ..errors import CdcProjectorError, SinkUnavailable, SourceError
 from ..sources.base import Batch, Checkpoint, Source
 from ..sinks.base import ProjectionTarget, StoredCheckpoint
-from . import gcpolicy
+from . import definition, gcpolicy
 from .deadletter import DeadLetter, DeadLetterStore, letter_id
 from .plan import ProjectionPlan
 from .projector import BatchResult, Projector, snapshot_only
@@ -93,6 +94,8 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         self.projector = Projector(self.plan)
+        #: the definition fingerprint of the plan (stored with every checkpoint)
+        self.definition = definition.fingerprint(self.plan)
         self._checkpoint: StoredCheckpoint | None = None
         #: the target was emptied for an initial snapshot that is still being read: its
         #: batches take the projector's snapshot fast path (see Projector.process)
@@ -100,8 +103,13 @@ class Pipeline:
 
     # ------------------------------------------------------------------
     def open(self) -> None:
-        """Load the stored checkpoint and open the source from it."""
-        self._checkpoint = self._retry(self.target.load_checkpoint) or StoredCheckpoint()
+        """Load the stored checkpoint, check the definition the view was built with (see
+        :mod:`.definition`), and open the source from the checkpoint.
+
+        Raises :class:`~cdc_projector.errors.DefinitionChanged`, touching nothing, when the
+        stored view follows another definition than the plan."""
+        stored = self._retry(self.target.load_checkpoint)
+        self._checkpoint = self._check_definition(stored)
 
         def resume(streams: Any) -> Checkpoint:
             known = self._checkpoint.streams if self._checkpoint else {}
@@ -112,12 +120,29 @@ class Pipeline:
         if getattr(self.source, "fresh_start", False):
             self._retry(self.target.reset)
             self.projector.memo.clear()               # nothing computed from the old rows stays
-            self._checkpoint = StoredCheckpoint()
+            self._checkpoint = StoredCheckpoint(definition=self.definition)
             self._set_fresh(True)
         if self.observer is not None:
             # after the source decided: a fresh start applied nothing yet, whatever the stored
             # checkpoint of the interrupted attempt says (its position is a partial snapshot's)
             self.observer.opened(self._checkpoint)
+
+    def _check_definition(self, stored: StoredCheckpoint | None) -> StoredCheckpoint:
+        """The checkpoint to go on from: the stored one, carrying the current definition
+        fingerprint (recorded at once when the stored one had none or only new table columns
+        differ; with the first batch for a projection that never ran)."""
+        if stored is None:
+            return StoredCheckpoint(definition=self.definition)
+        verdict, diff = definition.verdict(self.plan, stored.definition, self.definition)
+        if verdict == "same":
+            return stored
+        if verdict == "extend":
+            log.warning("%s", definition.new_columns_note(self.plan, diff))
+        else:
+            log.info("%s: recording the definition fingerprint of the stored view", self.plan.name)
+        ck = dataclasses.replace(stored, definition=self.definition)
+        self._retry(lambda: self.target.write([], [], ck))
+        return ck
 
     def _set_fresh(self, fresh: bool) -> None:
         """Enter or leave the snapshot fast path (and the bulk-load GC policy with it)."""

@@ -25,12 +25,14 @@ after pausing it; the next rebuild resumes it.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
 from ..config.models import ProjectFile
+from ..engine import definition
 from ..engine.app import slot_for
 from ..engine.plan import ProjectionPlan
 from ..engine.runner import Pipeline
@@ -230,6 +232,8 @@ class Rebuilder:
     def _resumable(self, ck: StoredCheckpoint) -> bool:
         if self._source_factory is not None:
             return False
+        if ck.definition is not None and ck.definition != definition.fingerprint(self.shadow_plan):
+            return False               # begun with another definition: start afresh
         if self.mode == "log":
             return bool(_user_streams(ck.streams))
         from ..sources.postgres.slot import slot_status
@@ -406,10 +410,17 @@ class Rebuilder:
         token = journal.streams[JOURNAL]
         self.swapper.swap_mirror()
         self.swapper.swap_view(token)
+        live_target = self.sink.projection(self.plan)
         if journal.streams.get(TRANSLATE):
             live_ck = StoredCheckpoint(self.translate(journal.streams), journal.position,
-                                       journal.commit_ts_us, time.time())
-            self.sink.projection(self.plan).write([], [], live_ck)
+                                       journal.commit_ts_us, time.time(), journal.definition)
+            live_target.write([], [], live_ck)
+        elif journal.definition is not None:
+            # the live source goes on from its own checkpoint: it takes the definition the
+            # swapped-in view was built with (`run` compares it with the projection file)
+            kept = live_target.load_checkpoint()
+            if kept is not None and kept.definition != journal.definition:
+                live_target.write([], [], dataclasses.replace(kept, definition=journal.definition))
         self.swapper.drop_leftovers()
         self._drop_shadow_source()
         self.live_target = self.sink.projection(self.plan)

@@ -287,8 +287,9 @@ class ClickHouseSwapper:
         found = self.sink.state.load_checkpoint(self.shadow.name)
         if found is None:
             return None
-        streams, position, ts, updated, _ver = found
-        return StoredCheckpoint(streams, position, ts, updated)
+        from ..engine.definition import loads
+        streams, position, ts, updated, _ver, definition = found
+        return StoredCheckpoint(streams, position, ts, updated, loads(definition))
 
     def shadow_exists(self) -> bool:
         return any(self._exists(self.shadow.target + s) for s in ("",) + self._shadow_suffixes) \

@@ -53,22 +53,25 @@ class StoredCheckpoint:
 
     ``streams`` maps each source stream to the position to resume from;
     ``position`` is the highest source position applied, ``commit_ts_us`` the
-    commit time of that change (microseconds since the epoch, UTC).
+    commit time of that change (microseconds since the epoch, UTC). ``definition`` is
+    the definition fingerprint the stored view was built with
+    (:func:`cdc_projector.engine.definition.fingerprint`; None: not recorded yet).
     """
 
     streams: dict[str, int] = field(default_factory=dict)
     position: Position | None = None
     commit_ts_us: int | None = None
     updated_at: float | None = None
+    definition: dict[str, str] | None = None
 
     def merged(self, streams: Mapping[str, int], position: Position | None,
                commit_ts_us: int | None) -> "StoredCheckpoint":
-        """A new checkpoint: these streams advanced, the others kept."""
+        """A new checkpoint: these streams advanced, the others (and the definition) kept."""
         merged = dict(self.streams)
         merged.update(streams)
         if position is None or (self.position is not None and self.position > position):
             position, commit_ts_us = self.position, self.commit_ts_us
-        return StoredCheckpoint(merged, position, commit_ts_us, time.time())
+        return StoredCheckpoint(merged, position, commit_ts_us, time.time(), self.definition)
 
 
 @dataclass(slots=True)

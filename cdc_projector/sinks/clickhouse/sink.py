@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Collection, Mapping, Sequence
 import orjson
 
 from ...config.models import SinkConfig
+from ...engine import definition as fingerprints
 from ...errors import ProjectionError, SinkError
 from ...events import TableId
 from ...expr.types import SqlType
@@ -297,12 +298,12 @@ class ClickHouseProjectionTarget:
         if found is None:
             self._ckpt_version = 0
             return None
-        streams, position, ts, updated, ver = found
+        streams, position, ts, updated, ver, definition = found
         self._ckpt_version = ver
         if position is not None:
             self._last_version = max(self._last_version, version(position))
             self._ckpt_position_version = version(position)
-        return StoredCheckpoint(streams, position, ts, updated)
+        return StoredCheckpoint(streams, position, ts, updated, fingerprints.loads(definition))
 
     def write(self, changes: Sequence[ViewChange], rows: Sequence["MirrorRow"],
               checkpoint: StoredCheckpoint | None) -> WriteStats:
@@ -333,7 +334,8 @@ class ClickHouseProjectionTarget:
                 self.load_checkpoint()
             ck_ver = max(version(checkpoint.position), self._ckpt_version + 1)
             self._sink.state.write_checkpoint(self.plan.name, dict(checkpoint.streams), checkpoint.position,
-                                              checkpoint.commit_ts_us, ck_ver)
+                                              checkpoint.commit_ts_us, ck_ver,
+                                              fingerprints.dumps(checkpoint.definition))
             self._ckpt_version = ck_ver
         trace("write", t0, self.plan.name, len(changes))
         return stats

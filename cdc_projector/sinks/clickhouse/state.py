@@ -1,7 +1,8 @@
 """Projector state kept in ClickHouse beside the views: checkpoints and the engine's mirror.
 
 * ``_cdcp_checkpoints`` - ``ReplacingMergeTree(_version) ORDER BY projection_name``: one
-  row per projection (streams as JSON, highest applied position, commit time).
+  row per projection (streams as JSON, highest applied position, commit time, the
+  definition fingerprint as JSON in ``definition``, ``''`` when not recorded).
 * ``_cdcp_mirror`` - ``ReplacingMergeTree(_version) ORDER BY (projection_name, source_table,
   key_id)``: the source rows a projection reads (typed JSON), tombstones as
   ``row = NULL`` (a primary-key change's tombstone keeps the row that moved in
@@ -157,8 +158,12 @@ class StateTables:
         self.ch.command(
             f"CREATE TABLE IF NOT EXISTS {self.ch.qualified(CHECKPOINTS)} ("
             "projection_name String, streams String, position_lsn UInt64, position_seq UInt64, "
-            "has_position UInt8, commit_ts_us Nullable(Int64), updated_at Float64, _version UInt128"
+            "has_position UInt8, commit_ts_us Nullable(Int64), updated_at Float64, _version UInt128, "
+            "definition String DEFAULT ''"
             ") ENGINE = ReplacingMergeTree(_version) ORDER BY projection_name")
+        # checkpoints written before definition fingerprints existed
+        self.ch.command(f"ALTER TABLE {self.ch.qualified(CHECKPOINTS)} "
+                        "ADD COLUMN IF NOT EXISTS definition String DEFAULT ''")
         self.ch.command(
             f"CREATE TABLE IF NOT EXISTS {self.ch.qualified(MIRROR)} ("
             "projection_name String, source_table String, key_id String, key String, row Nullable(String), "
@@ -170,25 +175,29 @@ class StateTables:
 
     # -- checkpoints -------------------------------------------------------
     def load_checkpoint(self, projection: str) -> tuple[dict[str, int], Position | None, int | None,
-                                                        float, int] | None:
-        """``(streams, position, commit_ts_us, updated_at, version)`` or None."""
+                                                        float, int, str] | None:
+        """``(streams, position, commit_ts_us, updated_at, version, definition)`` or None
+        (``definition``: the fingerprint's JSON text, ``''`` when not recorded)."""
         rows = self.ch.query(
-            f"SELECT streams, position_lsn, position_seq, has_position, commit_ts_us, updated_at, _version "
-            f"FROM {self.ch.qualified(CHECKPOINTS)} FINAL WHERE projection_name = {{p:String}}", {"p": projection})
+            f"SELECT streams, position_lsn, position_seq, has_position, commit_ts_us, updated_at, _version, "
+            f"definition FROM {self.ch.qualified(CHECKPOINTS)} FINAL WHERE projection_name = {{p:String}}",
+            {"p": projection})
         if not rows:
             return None
-        streams, lsn, seq, has_pos, ts, updated, ver = rows[0]
-        return (orjson.loads(streams), Position(lsn, seq) if has_pos else None, ts, updated, int(ver))
+        streams, lsn, seq, has_pos, ts, updated, ver, definition = rows[0]
+        return (orjson.loads(streams), Position(lsn, seq) if has_pos else None, ts, updated, int(ver),
+                str(definition or ""))
 
     def write_checkpoint(self, projection: str, streams: dict[str, int], position: Position | None,
-                         commit_ts_us: int | None, ver: int) -> None:
+                         commit_ts_us: int | None, ver: int, definition: str | None = None) -> None:
         self.ch.insert(CHECKPOINTS, [[projection, orjson.dumps(streams).decode(),
                                       position.commit_lsn if position else 0,
                                       position.seq if position else 0, 1 if position else 0,
-                                      commit_ts_us, time.time(), ver]],
+                                      commit_ts_us, time.time(), ver, definition or ""]],
                        ["projection_name", "streams", "position_lsn", "position_seq", "has_position",
-                        "commit_ts_us", "updated_at", "_version"],
-                       ["String", "String", "UInt64", "UInt64", "UInt8", "Nullable(Int64)", "Float64", "UInt128"])
+                        "commit_ts_us", "updated_at", "_version", "definition"],
+                       ["String", "String", "UInt64", "UInt64", "UInt8", "Nullable(Int64)", "Float64", "UInt128",
+                        "String"])
 
     # -- mirror --------------------------------------------------------------
     def mirror_load(self, projection: str, table: TableId,

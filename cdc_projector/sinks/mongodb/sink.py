@@ -11,8 +11,9 @@ Per projection, in the sink's database:
   ``pl``/``ps`` the position, ``x`` the values of the columns embeds and lookups
   query as ``column=value_id`` tokens), indexed on ``t`` and ``x``;
 * ``_cdcp_checkpoints``: ``{_id: projection, streams: [{s, o}], lsn, seq,
-  position, commit_ts_us, updated_at}`` (stream ids contain dots, which
-  FerretDB refuses as keys, hence the list);
+  position, commit_ts_us, updated_at, definition}`` (stream ids contain dots, which
+  FerretDB refuses as keys, hence the list; ``definition`` is the definition
+  fingerprint as JSON text for the same reason, absent when not recorded);
 * ``_cdcp_deadletters``: dead letters of every projection.
 
 Only operations FerretDB v1 and MongoDB both accept are used: ordered
@@ -31,6 +32,7 @@ import time
 from typing import Any, Collection, Mapping, Sequence
 
 from ...config.models import SinkConfig
+from ...engine import definition as fingerprints
 from ...engine.deadletter import DeadLetter, event_from_json, event_to_json
 from ...engine.mirror import MirrorRow, key_id, value_id
 from ...engine.plan import ProjectionPlan
@@ -207,7 +209,8 @@ class MongoProjectionTarget:
             return None
         pos = Position(int(doc["lsn"]), int(doc["seq"])) if doc.get("lsn") is not None else None
         return StoredCheckpoint({s["s"]: int(s["o"]) for s in doc.get("streams", [])}, pos,
-                                doc.get("commit_ts_us"), doc.get("updated_at"))
+                                doc.get("commit_ts_us"), doc.get("updated_at"),
+                                fingerprints.loads(doc.get("definition")))
 
     def write(self, changes: Sequence[ViewChange], rows: Sequence[MirrorRow],
               checkpoint: StoredCheckpoint | None) -> WriteStats:
@@ -253,6 +256,8 @@ class MongoProjectionTarget:
                 "commit_ts_us": checkpoint.commit_ts_us,
                 "updated_at": checkpoint.updated_at or time.time(),
             }
+            if checkpoint.definition is not None:
+                doc["definition"] = fingerprints.dumps(checkpoint.definition)
             try:
                 self._sink.db[CHECKPOINTS].replace_one({"_id": self.plan.name}, doc, upsert=True)
             except Exception as exc:  # noqa: BLE001
