@@ -100,7 +100,7 @@ def test_changed_field_is_refused_until_rebuilt(projector: Projector, pgdb: PgDb
     # a changed expression: refused before anything runs, the view untouched
     edit(p, lambda proj: proj["fields"].update(status="lower(status)"))
     sql(pgdb, "UPDATE orders SET total = total + 1 WHERE status <> 'cancelled'")
-    done = cli(p, "run", timeout=300)
+    done = cli(p, "run", timeout=120)
     assert done.returncode == 3, done.stderr[-3000:]
     assert (f"error: projection '{NAME}' changed since its view was built (field status): "
             "its stored rows follow the old definition") in done.stderr, done.stderr[-3000:]
