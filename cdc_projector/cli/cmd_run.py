@@ -20,17 +20,22 @@ from ..engine.runner import Runner
                    "kafka: Debezium topics through a consumer group per projection.")
 @click.option("--projection", "names", multiple=True, metavar="NAME",
               help="Run only this projection (repeatable; default: all).")
+@click.option("--accept-definition", "accept", multiple=True, metavar="NAME",
+              help="Run NAME although its view was built with another definition, and record the "
+                   "current one: only when the stored rows are still right (e.g. an expression fixed "
+                   "for rows that were dead-lettered); otherwise `rebuild NAME`. Repeatable.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def run(config_path: str, source_kind: str, names: tuple[str, ...], log_level: str) -> None:
+def run(config_path: str, source_kind: str, names: tuple[str, ...], accept: tuple[str, ...],
+        log_level: str) -> None:
     """Run projectors until SIGTERM/SIGINT, then finish the batch in hand, checkpoint and exit 0."""
     logging.basicConfig(stream=sys.stderr, level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loaded = load_config(config_path)
     project = Project.open(loaded.project, names, catalog=catalog_if_needed(loaded.project, names))
     try:
-        project.check_definitions()    # a view built with another definition: `rebuild` it
-        pipelines = project.pipelines(source_kind)  # type: ignore[arg-type]
+        project.check_definitions(accept)    # a view built with another definition: `rebuild` it
+        pipelines = project.pipelines(source_kind, accept)  # type: ignore[arg-type]
         runner = Runner(pipelines)
         runner.install_signal_handlers()
         from ..ops.runtime import attach

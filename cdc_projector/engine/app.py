@@ -109,13 +109,19 @@ class Project:
             raise
         return opened
 
-    def check_definitions(self) -> None:
+    def check_definitions(self, accept: Sequence[str] = ()) -> None:
         """Refuse to start when a stored view was built with another definition than its
         projection's (every such projection named at once; nothing is started or written).
         Each pipeline checks again when it opens (and records the fingerprint): a sink that
         cannot be reached now is left to that check."""
+        unknown = sorted(set(accept) - {p.name for p in self.plans})
+        if unknown:
+            raise ConfigError(f"--accept-definition: {', '.join(unknown)} not run by this command",
+                              hint=f"running: {', '.join(p.name for p in self.plans) or 'none'}")
         problems: list[DefinitionChanged] = []
         for plan in self.plans:
+            if plan.name in accept:
+                continue
             try:
                 stored = self.targets[plan.name].load_checkpoint()
                 definition.verdict(plan, stored.definition if stored else None)
@@ -132,16 +138,19 @@ class Project:
                 + "; ".join(f"{p.projection!r} ({p.parts})" for p in problems)
                 + ": their stored rows follow the old definitions",
                 hint=f"run `cdc-projector rebuild NAME` for each of {', '.join(names)} "
-                     "(`run --projection NAME` runs the others meanwhile)")
+                     "(`run --projection NAME` runs the others meanwhile; `run --accept-definition NAME` "
+                     "only if the stored rows are still right)")
 
     def plan(self, name: str) -> ProjectionPlan:
         return next(p for p in self.plans if p.name == name)
 
-    def pipelines(self, source: SourceKind) -> list[Pipeline]:
+    def pipelines(self, source: SourceKind, accept_definition: Sequence[str] = ()) -> list[Pipeline]:
+        """One pipeline per projection; those named in ``accept_definition`` record their
+        definition even when the stored view was built with another one."""
         rt = self.project.runtime
         return [Pipeline(plan, make_source(source, self.project, plan), self.targets[plan.name],
                          self.sinks[plan.sink].dead_letters(), batch_size=rt.batch_size,
-                         batch_ms=rt.batch_ms)
+                         batch_ms=rt.batch_ms, accept_definition=plan.name in accept_definition)
                 for plan in self.plans]
 
     def close(self) -> None:

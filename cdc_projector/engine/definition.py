@@ -184,8 +184,9 @@ def changed_error(name: str, diff: Difference) -> DefinitionChanged:
     return DefinitionChanged(
         f"projection {name!r} changed since its view was built ({diff.describe()}): "
         "its stored rows follow the old definition",
-        hint=f"run `cdc-projector rebuild {name}` to rebuild it without downtime, "
-             "or restore the previous definition", projection=name, parts=diff.describe())
+        hint=f"run `cdc-projector rebuild {name}` to rebuild it without downtime, or restore the "
+             f"previous definition; `run --accept-definition {name}` only if the stored rows are still right",
+        projection=name, parts=diff.describe())
 
 
 def new_columns_note(plan: ProjectionPlan, diff: Difference) -> str:

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, TypeVar
 
-from ..errors import CdcProjectorError, SinkUnavailable, SourceError
+from ..errors import CdcProjectorError, DefinitionChanged, SinkUnavailable, SourceError
 from ..sources.base import Batch, Checkpoint, Source
 from ..sinks.base import ProjectionTarget, StoredCheckpoint
 from . import definition, gcpolicy
@@ -91,6 +91,9 @@ class Pipeline:
     #: most events per batch while a fresh initial snapshot is read (None: ``batch_size``);
     #: sinks that want large inserts (ClickHouse) load a snapshot faster in larger batches
     snapshot_batch_size: int | None = None
+    #: record the plan's definition even when the stored view was built with another one
+    #: (``run --accept-definition``: the operator knows the stored rows are still right)
+    accept_definition: bool = False
 
     def __post_init__(self) -> None:
         self.projector = Projector(self.plan)
@@ -133,7 +136,14 @@ class Pipeline:
         differ; with the first batch for a projection that never ran)."""
         if stored is None:
             return StoredCheckpoint(definition=self.definition)
-        verdict, diff = definition.verdict(self.plan, stored.definition, self.definition)
+        try:
+            verdict, diff = definition.verdict(self.plan, stored.definition, self.definition)
+        except DefinitionChanged as exc:
+            if not self.accept_definition:
+                raise
+            log.warning("%s: accepted the changed definition (%s): stored rows computed with the old "
+                        "one stay until they change", self.plan.name, exc.parts)
+            verdict, diff = "record", definition.Difference()
         if verdict == "same":
             return stored
         if verdict == "extend":

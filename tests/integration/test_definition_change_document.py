@@ -93,6 +93,9 @@ def test_changed_field_is_refused_until_rebuilt(setup: tuple[Projector, Docs], p
     assert (f"error: projection '{NAME}' changed since its view was built (field name): "
             "its stored rows follow the old definition") in done.stderr, done.stderr[-3000:]
     assert docs.read() == before
+    done = cli(p, "run", "--accept-definition", "other", timeout=120)
+    assert done.returncode == 2 and "--accept-definition: other not run by this command" in done.stderr, \
+        done.stderr[-3000:]
 
     # an added field is a change for documents too (the stored ones lack it)
     edit(p, lambda proj: proj["fields"].update(tier="tier"))

@@ -149,3 +149,15 @@ def test_pipeline_records_refuses_and_touches_nothing() -> None:
     with pytest.raises(DefinitionChanged, match=r"'profile' changed since its view was built \(field name\)"):
         p.open()
     assert target.checkpoint is stored and source.resumed is None   # nothing written, source not opened
+
+
+def test_accepting_a_changed_definition_records_it() -> None:
+    target = MemoryTarget()
+    _pipeline(PROFILE, target).open()
+    target.checkpoint = StoredCheckpoint({"s": 5}, definition=fp(PROFILE))
+    edited = changed(PROFILE, fields__name="upper(name)")
+    p = _pipeline(edited, target)
+    p.accept_definition = True
+    p.open()
+    assert target.checkpoint.definition == fp(edited) and target.checkpoint.streams == {"s": 5}
+    _pipeline(edited, target).open()                       # recorded: no refusal any more
