@@ -161,3 +161,28 @@ def test_accepting_a_changed_definition_records_it() -> None:
     p.open()
     assert target.checkpoint.definition == fp(edited) and target.checkpoint.streams == {"s": 5}
     _pipeline(edited, target).open()                       # recorded: no refusal any more
+
+
+def test_run_names_every_changed_projection_at_once() -> None:
+    from cdc_projector.config.models import ProjectFile
+    from cdc_projector.engine.app import Project
+    from cdc_projector.errors import ConfigError
+    specs = {"a": PROFILE, "b": PROFILE, "c": PROFILE}
+    edited = changed(PROFILE, where="true")
+    plans = [build_plan(n, Projection.model_validate(edited if n != "c" else PROFILE)) for n in specs]
+    targets: dict[str, Any] = {}
+    for n in specs:
+        targets[n] = MemoryTarget()
+        targets[n].checkpoint = StoredCheckpoint({"s": 1}, definition=fp(PROFILE))
+    project = Project(ProjectFile(), plans, targets=targets)
+    with pytest.raises(DefinitionChanged) as err:
+        project.check_definitions()
+    assert err.value.message == ("2 projections changed since their views were built: 'a' (where); "
+                                 "'b' (where): their stored rows follow the old definitions")
+    assert "a, b" in (err.value.hint or "")
+    with pytest.raises(DefinitionChanged, match="^projection 'b' changed"):
+        project.check_definitions(accept=["a"])
+    project.check_definitions(accept=["a", "b"])
+    with pytest.raises(ConfigError, match="--accept-definition: x not run by this command"):
+        project.check_definitions(accept=["x"])
+    assert all(t.checkpoint.definition == fp(PROFILE) for t in targets.values())   # nothing written
