@@ -35,7 +35,7 @@ def expected(db: PgDb, status_sql: str, extra: str = "") -> dict[Any, dict[str, 
     with psycopg2.connect(db.dsn) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT id, customer_id, total, {status_sql} AS status{extra} FROM orders "
                     "WHERE status <> 'cancelled'")
-        names = [d[0] for d in cur.description]
+        names = [d[0] for d in cur.description or ()]
         rows = {r[0]: dict(zip(names[1:], r[1:])) for r in cur.fetchall()}
     conn.close()
     return rows

@@ -43,7 +43,7 @@ def expected(db: PgDb, name_sql: str) -> dict[Any, dict[str, Any]]:
 
 class Docs:
     def __init__(self, database: str) -> None:
-        self.client = pymongo.MongoClient(MONGODB_URL)
+        self.client: Any = pymongo.MongoClient(MONGODB_URL)
         self.database = database
 
     def read(self) -> dict[Any, dict[str, Any]]:

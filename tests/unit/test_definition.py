@@ -17,14 +17,15 @@ from cdc_projector.engine.plan import build_plan
 from cdc_projector.engine.runner import Backoff, Pipeline
 from cdc_projector.errors import DefinitionChanged
 from cdc_projector.sinks.base import StoredCheckpoint
-from tests.unit.test_engine_cases import PROFILE
+from tests.unit.test_engine_cases import PROFILE as _PROFILE
 from tests.unit.test_engine_runner import ListLetters, ListSource
 
-TABLE = {"kind": "table", "sink": "ch", "from": "public.orders", "where": "status <> 'cancelled'",
+TABLE: dict[str, Any] = {"kind": "table", "sink": "ch", "from": "public.orders", "where": "status <> 'cancelled'",
          "fields": {"customer_id": "customer_id", "net_total": "total - discount"},
          "lookups": {"customer": {"from": "public.customers", "key": "customer_id",
                                   "fields": {"customer_name": "name"}}}}
-AGGREGATE = {"kind": "aggregate", "sink": "ch", "from": "public.orders",
+PROFILE: dict[str, Any] = _PROFILE
+AGGREGATE: dict[str, Any] = {"kind": "aggregate", "sink": "ch", "from": "public.orders",
              "group_by": {"status": "status"}, "measures": {"n": "count(*)", "revenue": "sum(total)"}}
 
 
