@@ -187,3 +187,45 @@ def test_run_names_every_changed_projection_at_once() -> None:
     with pytest.raises(ConfigError, match="--accept-definition: x not run by this command"):
         project.check_definitions(accept=["x"])
     assert all(t.checkpoint.definition == fp(PROFILE) for t in targets.values())   # nothing written
+
+
+class _Swapper:
+    def swap_mirror(self) -> None: ...
+    def swap_view(self, token: int) -> None: ...
+    def drop_leftovers(self) -> None: ...
+
+
+class _Sink:
+    def __init__(self, live: MemoryTarget) -> None:
+        self.live = live
+
+    def projection(self, plan: Any) -> MemoryTarget:
+        return self.live
+
+
+@pytest.mark.parametrize("live_source", ["postgres", "kafka"])
+def test_the_swap_gives_the_live_checkpoint_the_rebuilt_definition(live_source: str) -> None:
+    from cdc_projector.rebuild.build import JOURNAL, TRANSLATE
+    from tests.unit.test_rebuild_catchup import _Bare
+    r = _Bare("snapshot", live_source)
+    new = definition.fingerprint(r.plan)
+    live = MemoryTarget()
+    live.checkpoint = StoredCheckpoint({"shop.public.orders:0": 7}, definition={"format": "1", "where": "old"})
+    r.sink, r.swapper, r._source_factory = _Sink(live), _Swapper(), object()  # type: ignore[assignment]
+    journal = StoredCheckpoint({"pg:cdc_orders__rebuild": 900, JOURNAL: 1, TRANSLATE: int(r.translates)},
+                               definition=new)
+    r._finish_swap(journal)
+    assert live.checkpoint.definition == new
+    # the live source goes on from its own streams when they cannot be translated
+    expected = {"pg:cdc_orders": 900} if r.translates else {"shop.public.orders:0": 7}
+    assert live.checkpoint.streams == expected
+
+
+def test_an_interrupted_shadow_begun_with_another_definition_is_not_resumed() -> None:
+    from tests.unit.test_rebuild_catchup import _Bare
+    r = _Bare("log", "kafka")
+    r._source_factory = None
+    current = definition.fingerprint(r.shadow_plan)
+    assert r._resumable(StoredCheckpoint({"shop.public.orders:0": 5}, definition=current))
+    assert r._resumable(StoredCheckpoint({"shop.public.orders:0": 5}))          # before fingerprints
+    assert not r._resumable(StoredCheckpoint({"shop.public.orders:0": 5}, definition={**current, "where": "x"}))
