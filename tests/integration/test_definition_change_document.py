@@ -9,7 +9,6 @@ operator runs them, real PostgreSQL):
 """
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,7 +21,7 @@ from cdc_projector.sample.seed import seed
 from tests.integration.test_clickhouse_engine_helpers import Projector
 from tests.integration.test_definition_change_clickhouse import cli, edit, sql
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
-from tests.support.services import MONGODB_URL, require
+from tests.support.services import MONGODB_URL, scratch_mongo_database
 
 # FerretDB v1 on the shared machine is slow: a small database, a generous timeout
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
@@ -55,19 +54,22 @@ class Docs:
 
 
 @pytest.fixture
-def setup(pgdb: PgDb, tmp_path: Path) -> Iterator[tuple[Projector, Docs]]:  # noqa: F811
-    require("ferretdb")
+def mongo_db() -> Iterator[str]:
+    with scratch_mongo_database("t_defcheck") as name:
+        yield name
+
+
+@pytest.fixture
+def setup(pgdb: PgDb, mongo_db: str, tmp_path: Path) -> Iterator[tuple[Projector, Docs]]:  # noqa: F811
     seed(pgdb.dsn, customers=8, products=3, orders=4, seed=3)
     p = Projector(pgdb, tmp_path, names=(), extra={NAME: DOC}, batch_size=100)
-    database = f"t_defcheck_{uuid.uuid4().hex[:10]}"
     doc = yaml.safe_load(p.config.read_text())
-    doc["sinks"] = {"docs": {"type": "mongodb", "url": MONGODB_URL, "database": database}}
+    doc["sinks"] = {"docs": {"type": "mongodb", "url": MONGODB_URL, "database": mongo_db}}
     p.config.write_text(yaml.safe_dump(doc, sort_keys=False))
-    docs = Docs(database)
+    docs = Docs(mongo_db)
     yield p, docs
     if p.proc is not None and p.proc.poll() is None:
         p.kill()
-    docs.client.drop_database(database)
     docs.client.close()
 
 
