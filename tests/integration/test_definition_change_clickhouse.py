@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from cdc_projector.sample.seed import seed
-from tests.integration.test_clickhouse_engine_helpers import ROOT, Projector
+from tests.integration.test_clickhouse_engine_helpers import ROOT, Projector, read_chdb
 from tests.support import oracle
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
 
@@ -129,3 +129,23 @@ def test_changed_field_is_refused_until_rebuilt(projector: Projector, pgdb: PgDb
     # ... and recorded: the next start is not told about it again
     run_once(p)
     assert p.tail(20000).count("new column(s) twice") == 1
+
+
+def test_checkpoints_of_an_earlier_version_gain_the_definition(projector: Projector,
+                                                               pgdb: PgDb) -> None:  # noqa: F811
+    p = projector
+    # `_cdcp_checkpoints` as versions before definition fingerprints created it
+    read_chdb(p.chdb_path, p.database, {
+        "!db": f"CREATE DATABASE IF NOT EXISTS {p.database}",
+        "!old": f"CREATE TABLE {p.database}._cdcp_checkpoints (projection_name String, streams String, "
+                "position_lsn UInt64, position_seq UInt64, has_position UInt8, commit_ts_us Nullable(Int64), "
+                "updated_at Float64, _version UInt128) ENGINE = ReplacingMergeTree(_version) "
+                "ORDER BY projection_name",
+        "!row": f"INSERT INTO {p.database}._cdcp_checkpoints VALUES ('other', '{{}}', 0, 0, 0, NULL, 0, 1)"})
+    run_once(p)
+    got = read_chdb(p.chdb_path, p.database, {
+        "ck": f"SELECT projection_name, definition FROM {p.database}._cdcp_checkpoints FINAL "
+              "ORDER BY projection_name"})["ck"]
+    assert [r["projection_name"] for r in got] == [NAME, "other"], got
+    assert "field status" in got[0]["definition"] and got[1]["definition"] == "", got
+    assert not oracle.diff(expected(pgdb, "upper(status)"), actual(p))
