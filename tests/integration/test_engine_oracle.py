@@ -18,6 +18,8 @@ import pytest
 import yaml
 
 from cdc_projector.config.models import ProjectFile
+from cdc_projector.errors import ProcessNotRunning
+from cdc_projector.ops.wait import WaitTimeout, current_lsn, wait_for
 from cdc_projector.sample.seed import seed
 from cdc_projector.sample.workload import run_workload
 from tests.support import oracle
@@ -132,6 +134,18 @@ def test_expression_error_dead_letters_one_row_others_flow(pgdb: PgDb, mongo_db:
         running.stop()
 
 
+def _assert(condition: bool) -> None:
+    assert condition
+
+
+def _applied(lsn: int, url: str) -> None:
+    """Every document projection of the run at ``url`` applied ``lsn`` (an assertion)."""
+    try:
+        wait_for(lsn, url=url, projections=list(DOCS), timeout=20)
+    except (WaitTimeout, ProcessNotRunning) as exc:
+        raise AssertionError(f"not applied yet: {exc}") from exc
+
+
 def _run_cli(config: Path, log: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     return subprocess.Popen([sys.executable, "-c", "from cdc_projector.cli import main; main()", "run", "-c", str(config),
@@ -162,7 +176,16 @@ def test_sigkill_mid_workload_then_restart_matches_oracle(pgdb: PgDb, mongo_db: 
             collections = {n: project.projections[n].collection or n for n in DOCS}
             def alive() -> None:
                 assert proc.poll() is None, log.read_text()[-3000:]
-            wait_until(lambda: check_oracle(pgdb.dsn, mongo_db, collections), alive)
+            # the views must be checked as THIS run leaves them (the killed runs may have left
+            # them equal to the oracle already, or this run may still reset a view whose
+            # snapshot was interrupted): up (signal handlers installed before the "running"
+            # lines), then caught up with everything written, then the oracle
+            marker = f"running {DOCS[-1]} "
+            wait_until(lambda: _assert(log.read_text(errors="replace").count(marker) >= 5), alive)
+            lsn = current_lsn(pgdb.dsn)
+            url = f"http://127.0.0.1:{project.runtime.http.port}"
+            wait_until(lambda: _applied(lsn, url), alive)
+            check_oracle(pgdb.dsn, mongo_db, collections)
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
