@@ -498,15 +498,16 @@ class AggregateView:
         for key, (group, args) in latest.items():
             if group is not None and group in groups:
                 incoming.setdefault(group, []).append(args or ())
+        read: dict[Group, dict[tuple[Any, ...], tuple[Any, ...] | None]] = {}
+        for key, (group, args) in old.items():            # touched keys' stored contributions
+            if group is not None and group in groups:
+                read.setdefault(group, {})[key] = args
         out: dict[Group, GroupState] = {}
         for group in groups:
             stored = cache.states.get(group, _UNKNOWN)
             if stored is _UNKNOWN:
                 continue
-            before = dict(cache.members.get(group, {}))
-            for key, (g, args) in old.items():
-                if g == group:
-                    before[key] = args
+            before = {**cache.members.get(group, {}), **read.get(group, {})}
             if len(before) != (0 if stored is None else stored.rows):
                 continue                                  # not all of them are known: read them
             delta = BatchDelta(self.shape)
