@@ -8,13 +8,15 @@ decide stored content as a small mapping *part -> hash*:
 * ``field NAME`` per field (its expression);
 * ``lookup NAME`` (looked-up table and key column) and ``lookup NAME.FIELD`` per lookup field;
 * ``embed NAME`` per embed (table, key, where, fields, order_by, limit);
-* ``group_by`` (all groups) and ``measure NAME`` per measure.
+* ``group_by`` (all groups) and ``measure NAME`` per measure;
+* ``target``: the view's table/collection (a renamed target is a new, empty view while the
+  checkpoint would go on from where the old one was); a rebuild's shadow target
+  (``<target>__rebuild``) counts as its live target.
 
-The sink connection, the view's table/collection name, runtime settings and SLOs are not
-part of it. Each hash is the sha256 of a canonical JSON text; expressions are canonical
-token sequences (whitespace, line breaks, SQL comments and keyword case do not matter), so
-the fingerprint is stable across processes, Python versions, YAML formatting, comments and
-key order.
+The sink connection, runtime settings and SLOs are not part of it. Each hash is the sha256
+of a canonical JSON text; expressions are canonical token sequences (whitespace, line
+breaks, SQL comments and keyword case do not matter), so the fingerprint is stable across
+processes, Python versions, YAML formatting, comments and key order.
 
 The sink stores it with the projection's checkpoint
 (:attr:`~cdc_projector.sinks.base.StoredCheckpoint.definition`); :func:`verdict` compares
@@ -32,7 +34,10 @@ from ..errors import DefinitionChanged
 from .plan import FieldPlan, ProjectionPlan
 
 #: version of the canonical form; a stored fingerprint of another format is replaced, not compared
-FORMAT = "1"
+FORMAT = "2"
+#: the suffix of a rebuild's shadow target (``rebuild.shadow``): the shadow has its live
+#: target's fingerprint
+SHADOW_SUFFIX = "__rebuild"
 _FORMAT_KEY = "format"
 
 Fingerprint = dict[str, str]
@@ -74,7 +79,8 @@ def _fields(fields: tuple[FieldPlan, ...]) -> dict[str, str]:
 def fingerprint(plan: ProjectionPlan) -> Fingerprint:
     """The definition fingerprint of ``plan`` (part -> 16 hex digits of sha256), in a
     canonical part order (used by messages)."""
-    parts: dict[str, Any] = {"kind": plan.kind, "from": str(plan.root),
+    parts: dict[str, Any] = {"kind": plan.kind, "target": plan.target.removesuffix(SHADOW_SUFFIX),
+                             "from": str(plan.root),
                              "where": canonical_sql(plan.where.text) if plan.where else None}
     for f in plan.fields:
         parts[f"field {f.name}"] = canonical_sql(f.expr.text)

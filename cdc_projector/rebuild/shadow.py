@@ -29,13 +29,14 @@ import logging
 import time
 from typing import Any, Protocol
 
+from ..engine.definition import SHADOW_SUFFIX
 from ..engine.plan import ProjectionPlan
 from ..errors import RebuildError, SinkError
 from ..sinks.base import ProjectionTarget, Sink, StoredCheckpoint
 
 log = logging.getLogger(__name__)
 
-SUFFIX = "__rebuild"
+SUFFIX = SHADOW_SUFFIX
 
 
 def shadow_name(name: str) -> str:

@@ -20,12 +20,14 @@ from cdc_projector.sinks.base import StoredCheckpoint
 from tests.unit.test_engine_cases import PROFILE as _PROFILE
 from tests.unit.test_engine_runner import ListLetters, ListSource
 
-TABLE: dict[str, Any] = {"kind": "table", "sink": "ch", "from": "public.orders", "where": "status <> 'cancelled'",
+# explicit views (table/collection): the fingerprint does not depend on the projection's name
+TABLE: dict[str, Any] = {"kind": "table", "sink": "ch", "table": "orders_view", "from": "public.orders",
+         "where": "status <> 'cancelled'",
          "fields": {"customer_id": "customer_id", "net_total": "total - discount"},
          "lookups": {"customer": {"from": "public.customers", "key": "customer_id",
                                   "fields": {"customer_name": "name"}}}}
-PROFILE: dict[str, Any] = _PROFILE
-AGGREGATE: dict[str, Any] = {"kind": "aggregate", "sink": "ch", "from": "public.orders",
+PROFILE: dict[str, Any] = {**_PROFILE, "collection": "profiles"}
+AGGREGATE: dict[str, Any] = {"kind": "aggregate", "sink": "ch", "table": "revenue", "from": "public.orders",
              "group_by": {"status": "status"}, "measures": {"n": "count(*)", "revenue": "sum(total)"}}
 
 
@@ -45,9 +47,10 @@ def changed(spec: dict[str, Any], **edits: Any) -> dict[str, Any]:
 
 
 def test_parts_cover_what_decides_stored_content() -> None:
-    assert set(fp(PROFILE)) == {"format", "kind", "from", "where", "field name", "field email",
+    assert set(fp(PROFILE)) == {"format", "kind", "target", "from", "where", "field name", "field email",
                                 "lookup country", "lookup country.name", "embed orders"}
-    assert set(fp(AGGREGATE)) == {"format", "kind", "from", "where", "group_by", "measure n", "measure revenue"}
+    assert set(fp(AGGREGATE)) == {"format", "kind", "target", "from", "where", "group_by", "measure n",
+                                  "measure revenue"}
     assert all(len(v) == 16 for k, v in fp(TABLE).items() if k != "format")
 
 
@@ -81,15 +84,23 @@ def test_layout_comments_key_order_and_settings_do_not_count() -> None:
     assert fp(changed(TABLE, fields__net_total="coalesce(total, 0)")) == \
         fp(changed(TABLE, fields__net_total="COALESCE( total,0 )"))
     assert fp(changed(TABLE, where="status <> 'Cancelled'")) != base
-    # not part of the definition: projection name, view name, sink, SLOs
-    other = changed(TABLE, table="orders_v2", sink="ch2", slo={"lag_p95_ms": 100})
+    # not part of the definition: the projection's name (with the same view), sink, SLOs
+    other = changed(TABLE, sink="ch2", slo={"lag_p95_ms": 100})
     assert fp(other, name="renamed") == base
+
+
+def test_a_rebuild_shadow_has_its_live_views_fingerprint() -> None:
+    from cdc_projector.rebuild.shadow import shadow_plan
+    plan = build_plan("p", Projection.model_validate(TABLE))
+    assert shadow_plan(plan).target != plan.target
+    assert definition.fingerprint(shadow_plan(plan)) == definition.fingerprint(plan)
 
 
 @pytest.mark.parametrize("spec,edit,parts", [
     (TABLE, {"fields__net_total": "total"}, ["field net_total"]),
     (TABLE, {"where": "true"}, ["where"]),
     (TABLE, {"from": "public.orders2"}, ["from"]),
+    (TABLE, {"table": "orders_v2"}, ["target"]),              # a new, empty view: not a continuation
     (TABLE, {"lookups__customer__key": "id"}, ["lookup customer"]),
     (TABLE, {"lookups__customer__fields": {"customer_name": "upper(name)"}}, ["lookup customer.customer_name"]),
     (PROFILE, {"embeds__orders__limit": 3}, ["embed orders"]),
