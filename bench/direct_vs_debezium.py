@@ -225,7 +225,9 @@ def main() -> None:
             print(json.dumps(result), flush=True)
             if args.profile and side == "direct":
                 import pstats
-                pstats.Stats(str(Path(workdir) / "direct.prof")).sort_stats("cumulative").print_stats(25)
+                stats = pstats.Stats(str(Path(workdir) / "direct.prof"))
+                stats.sort_stats("cumulative").print_stats(25)
+                stats.sort_stats("tottime").print_stats(25)
     if len(results) == 2:
         d, z = results
         print(f"direct {d['events_per_s']:,} ev/s (peak RSS {d['peak_rss_mb']} MB) vs Debezium "

@@ -42,12 +42,16 @@ def run(config_path: str, source_kind: str, names: tuple[str, ...], accept: tupl
         ops = attach(loaded.project, pipelines, config_path=config_path, source_kind=source_kind)
         from ..rebuild.session import register_running  # rebuild/verify through the ops API
         register_running(loaded.project, project.sinks, ops.telemetry, source_kind)
+        from ..rebuild.resync import watch     # catch up by re-snapshot (runtime.resync_backlog_mb)
+        resync = watch(loaded.project, project.sinks, ops.telemetry, source_kind)
         for p in pipelines:
             click.echo(f"running {p.plan.name} ({p.plan.kind}) -> {p.plan.sink}/{p.plan.target} "
                        f"from {source_kind}", err=True)
         try:
             runner.run()
         finally:
+            if resync is not None:
+                resync.stop()
             ops.close()
     finally:
         project.close()

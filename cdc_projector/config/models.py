@@ -53,6 +53,7 @@ class RuntimeConfig(_Model):
     http: HttpRuntime = Field(default_factory=HttpRuntime, description="Dashboard/metrics/status HTTP server.")
     batch_size: int = Field(5000, ge=1, description="Most events applied in one batch.")
     batch_ms: int = Field(200, ge=1, description="Longest wait for a batch to fill, in milliseconds.")
+    resync_backlog_mb: int | None = Field(None, ge=1, description="Direct mode: when a running projection's replication slot is more than this many MB of WAL behind (after a pause, an outage of its sink or of this process), catch up by re-reading its tables into a shadow and swapping it in (an in-process `rebuild`) instead of replaying the WAL. Off when empty.")
 
 
 class Lookup(_Model):

@@ -63,7 +63,8 @@ class PauseStore:
         with self._lock:
             state = self.load()
             if paused:
-                state.setdefault(name, {"since": time.time(), "by": by or _user()})
+                entry = state.setdefault(name, {"since": time.time()})
+                entry["by"] = by or _user()
             else:
                 state.pop(name, None)
             try:

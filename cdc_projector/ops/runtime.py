@@ -15,7 +15,7 @@ from ..config.models import ProjectFile
 from .control import PauseStore, state_dir_for
 from .http import LocalProvider, OpsServer, create_app, token_for
 from .metrics import make_registry
-from .telemetry import ProjectionTelemetry, SloSpec, Telemetry
+from .telemetry import RESYNC, ProjectionTelemetry, SloSpec, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,9 @@ def attach(project: ProjectFile, pipelines: Sequence[Any], *, config_path: str, 
     pauses = PauseStore(state_dir_for(config_path))
     paused = pauses.load()
 
-    def persist(name: str, is_paused: bool) -> None:
-        pauses.set(name, is_paused)
-        log.info("%s: %s", name, "paused" if is_paused else "resumed")
+    def persist(name: str, is_paused: bool, by: str | None = None) -> None:
+        pauses.set(name, is_paused, by=by)
+        log.info("%s: %s%s", name, "paused" if is_paused else "resumed", f" (by {by})" if by else "")
 
     for p in pipelines:
         name = p.plan.name
@@ -72,12 +72,15 @@ def attach(project: ProjectFile, pipelines: Sequence[Any], *, config_path: str, 
         proj = telemetry.add(ProjectionTelemetry(
             name, kind=p.plan.kind, sink=p.plan.sink, target=str(getattr(p.plan, "target", "")),
             slo=SloSpec(spec.lag_p95_ms, spec.stale_after_s) if spec else None,
-            paused=name in paused, on_pause_change=persist, backlog_probe=probe))
+            paused=name in paused, paused_by=paused.get(name, {}).get("by"),
+            on_pause_change=persist, backlog_probe=probe))
         try:
             proj.count_dead_letters(len(p.dead_letters.list(name)))
         except Exception as exc:  # noqa: BLE001 - a count is not worth failing the start
             log.warning("%s: cannot count dead letters: %s", name, exc)
-        if name in paused:
+        if name in paused and proj.paused_by == RESYNC:
+            log.warning("%s: a catch-up by re-snapshot was interrupted; it goes on", name)
+        elif name in paused:
             log.warning("%s: paused (since a previous `cdc-projector pause`); resume with "
                         "`cdc-projector resume %s`", name, name)
         p.observer = proj

@@ -51,6 +51,8 @@ _LOG_BASE = math.log(1.1)
 #: Prometheus histogram bucket bounds (seconds)
 PROM_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                                    30.0, 60.0, 120.0, 300.0, 600.0, math.inf)
+#: ``paused_by`` of a pause held by a resync (catching up by re-snapshot): shown as rebuilding
+RESYNC = "resync"
 STATES = ("starting", "running", "paused", "rebuilding", "failing", "stale", "stopped")
 MAX_RECENT_LETTERS = 50
 
@@ -107,7 +109,8 @@ class ProjectionTelemetry:
 
     def __init__(self, name: str, *, kind: str = "", sink: str = "", target: str = "",
                  slo: SloSpec | None = None, clock: Callable[[], float] = time.time,
-                 paused: bool = False, on_pause_change: Callable[[str, bool], None] | None = None,
+                 paused: bool = False, paused_by: str | None = None,
+                 on_pause_change: Callable[[str, bool, str | None], None] | None = None,
                  backlog_probe: Callable[[], Mapping[str, int]] | None = None) -> None:
         self.name, self.kind, self.sink, self.target = name, kind, sink, target
         self.slo = slo or SloSpec()
@@ -136,6 +139,8 @@ class ProjectionTelemetry:
         self.started_at = clock()
         self._phase = "starting"            # starting | running | stopped
         self._paused = paused
+        #: who paused it: an operator (None) or ``"resync"`` (catching up by re-snapshot)
+        self.paused_by = paused_by if paused else None
         self._source_closed = False
         self._on_pause_change = on_pause_change
         self._backlog_probe = backlog_probe
@@ -147,13 +152,18 @@ class ProjectionTelemetry:
     def paused(self) -> bool:
         return self._paused
 
-    def set_paused(self, paused: bool) -> None:
-        """Pause or resume (takes effect before the pipeline's next poll)."""
+    def set_paused(self, paused: bool, by: str | None = None) -> None:
+        """Pause or resume (takes effect before the pipeline's next poll); ``by``: who pauses
+        (None: an operator; ``"resync"``: :mod:`cdc_projector.rebuild.resync`)."""
         with self._lock:
             changed = paused != self._paused
+            if paused and not changed and by is None and self.paused_by == RESYNC:
+                changed = True           # an operator's pause during a resync outlasts it
             self._paused = paused
+            if changed:
+                self.paused_by = by if paused else None
         if changed and self._on_pause_change is not None:
-            self._on_pause_change(self.name, paused)
+            self._on_pause_change(self.name, paused, by)
 
     def set_rebuild(self, progress: Mapping[str, Any] | None) -> None:
         """Report rebuild progress (``{"phase": ..., "done": n, "total": m}``) or None when finished."""
@@ -285,9 +295,9 @@ class ProjectionTelemetry:
         now = self.clock() if now is None else now
         if self._phase == "stopped":
             return "stopped"
-        if self._paused:
+        if self._paused and self.paused_by != RESYNC:
             return "paused"
-        if self.rebuild is not None:
+        if self.rebuild is not None or self._paused:
             return "rebuilding"
         if self.last_error is not None:
             return "failing"
@@ -355,7 +365,7 @@ class ProjectionTelemetry:
             backlog_total = sum(self.backlog.values()) if self.backlog_at is not None else None
             out: dict[str, Any] = {
                 "name": self.name, "kind": self.kind, "sink": self.sink, "target": self.target,
-                "paused": self._paused,
+                "paused": self._paused, "paused_by": self.paused_by,
                 "applied": {
                     "position": self.applied_position,
                     "lsn": format_lsn(self.applied_lsn) if self.applied_lsn is not None else None,

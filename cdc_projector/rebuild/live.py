@@ -158,11 +158,17 @@ class OpsLive:
 
 
 class InProcessLive:
-    """The rebuild runs inside the ``run`` process: pause through the projection's telemetry."""
+    """The rebuild runs inside the ``run`` process: pause through the projection's telemetry.
+
+    ``by``: None for a rebuild an operator asked for (an existing pause is kept after it);
+    ``"resync"`` for a catch-up by re-snapshot (:mod:`.resync`), which holds the pipeline
+    from its start and lets it go after the swap - unless an operator paused it meanwhile.
+    """
 
     def __init__(self, telemetry: Any, probe: StoppedProbe, checkpoint: Callable[[], Any],
-                 timeout_s: float = 120.0) -> None:
+                 timeout_s: float = 120.0, by: str | None = None) -> None:
         self.telemetry, self.probe, self.checkpoint, self.timeout_s = telemetry, probe, checkpoint, timeout_s
+        self.by = by
 
     @property
     def label(self) -> str:
@@ -170,14 +176,18 @@ class InProcessLive:
 
     def pause(self) -> bool:
         was = bool(self.telemetry.paused)
-        self.telemetry.set_paused(True)
+        if not was or self.by is None:
+            self.telemetry.set_paused(True, by=self.by)
         closed = lambda: bool(getattr(self.telemetry, "_source_closed", False)) and self.probe()  # noqa: E731
         wait_stopped(closed, self.checkpoint, timeout_s=self.timeout_s,
                      what=f"the live pipeline of {self.telemetry.name}")
+        if self.by is not None:
+            return self.telemetry.paused_by == self.by
         return not was
 
     def resume(self) -> None:
-        self.telemetry.set_paused(False)
+        if self.by is None or self.telemetry.paused_by == self.by:
+            self.telemetry.set_paused(False)
 
     def report(self, progress: Mapping[str, Any] | None) -> None:
         self.telemetry.set_rebuild(progress)

@@ -129,8 +129,12 @@ class InProcessJobs:
 
 def start_in_process(project: ProjectFile, sinks: dict[str, Sink], telemetry: Any, name: str, *,
                      mode: str = "snapshot", live_source: str = "postgres", swap: bool = True,
-                     jobs: InProcessJobs | None = None) -> dict[str, Any]:
-    """Start a rebuild of ``name`` in a thread of the running process (for embedded chDB)."""
+                     jobs: InProcessJobs | None = None, by: str | None = None,
+                     with_checksum: bool = True,
+                     on_failure: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Start a rebuild of ``name`` in a thread of the running process (for embedded chDB);
+    ``by``: who holds the live pipeline (:class:`~.live.InProcessLive`); ``on_failure`` is
+    called when the rebuild raised (before its error is reported)."""
     from .build import Rebuilder
     from .live import InProcessLive
     from .progress import Progress
@@ -142,14 +146,18 @@ def start_in_process(project: ProjectFile, sinks: dict[str, Sink], telemetry: An
     def checkpoint() -> Any:
         ck = target.load_checkpoint()
         return None if ck is None else (sorted(ck.streams.items()), ck.position)
-    live = InProcessLive(telemetry.get(name), probe, checkpoint)
+    live = InProcessLive(telemetry.get(name), probe, checkpoint, by=by)
 
     def work() -> dict[str, Any]:
         progress = Progress(name, enabled=False, report=live.report)   # shown on the dashboard
         try:
             return Rebuilder(project, sink, plan, live, mode=mode,  # type: ignore[arg-type]
                              live_source=live_source, swap=swap,  # type: ignore[arg-type]
-                             progress=progress).run().as_dict()
+                             progress=progress, with_checksum=with_checksum).run().as_dict()
+        except BaseException:
+            if on_failure is not None:
+                on_failure()
+            raise
         finally:
             progress.finish()
     return (jobs or InProcessJobs()).start(name, work)
@@ -158,6 +166,11 @@ def start_in_process(project: ProjectFile, sinks: dict[str, Sink], telemetry: An
 # ---------------------------------------------------------------- the ops API of `run`
 _RUNNING: dict[str, Any] = {}
 _JOBS = InProcessJobs()
+
+
+def jobs_of_process() -> InProcessJobs:
+    """The rebuild jobs of this process (one at a time per projection, whoever started them)."""
+    return _JOBS
 
 
 def register_running(project: ProjectFile, sinks: dict[str, Sink], telemetry: Any, source_kind: str) -> None:

@@ -34,7 +34,7 @@ def setup(tmp_path: Path) -> tuple[Telemetry, PauseStore]:
     t = Telemetry(source="postgres")
     for name in ("orders", "customers"):
         p = t.add(ProjectionTelemetry(name, kind="document", sink="docs", target=name,
-                                      slo=SloSpec(lag_p95_ms=50), on_pause_change=lambda n, v: store.set(n, v)))
+                                      slo=SloSpec(lag_p95_ms=50), on_pause_change=lambda n, v, by=None: store.set(n, v, by=by)))
         p.opened(None)
     return t, store
 

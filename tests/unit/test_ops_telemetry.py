@@ -164,7 +164,7 @@ class FakePipeline:
 
 def test_pause_gate_closes_source_and_resume_reopens() -> None:
     changes: list[tuple[str, bool]] = []
-    p = ProjectionTelemetry("orders", clock=Clock(), on_pause_change=lambda n, v: changes.append((n, v)))
+    p = ProjectionTelemetry("orders", clock=Clock(), on_pause_change=lambda n, v, by=None: changes.append((n, v)))
     pipe: Any = FakePipeline()
     assert p.gate(pipe) is True
     p.set_paused(True)

@@ -1,0 +1,112 @@
+"""Catching up by re-snapshot (``runtime.resync_backlog_mb``): a real `run` process, embedded
+chDB, projections paused while the source changes and a lot of WAL is written; on resume each
+is rebuilt from a fresh snapshot and swapped in instead of replaying, and afterwards every view
+equals the one computed from the source tables now (`verify`, SQL on PostgreSQL) and keeps
+following new writes."""
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+import yaml
+
+from cdc_projector.errors import ProcessNotRunning
+from cdc_projector.ops.client import OpsClient
+from cdc_projector.ops.wait import current_lsn
+from cdc_projector.sample.seed import seed
+from cdc_projector.sample.workload import run_workload
+from tests.integration.test_rebuild_helpers import cli, free_port, start_cli, write_config
+from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+#: a lookup-free one-table view: its shadow takes the bulk snapshot load (rebuild/bulk.py);
+#: orders_flat (a lookup) and revenue_by_day (an aggregate) take the pipeline's snapshot
+LEAN = {"kind": "table", "sink": "analytics", "table": "orders_lean", "from": "public.orders",
+        "where": "status <> 'cancelled'", "fields": {"order_id": "id", "total": "total", "status": "status"}}
+NAMES = ["orders_flat", "revenue_by_day", "orders_lean"]
+
+
+def test_a_far_behind_projection_is_rebuilt_and_swapped_in_instead_of_replayed(pgdb: PgDb, tmp_path: Path) -> None:  # noqa: F811
+    seed(pgdb.dsn, customers=30, products=15, orders=300, seed=7)
+    env = {"CDC_PROJECTOR_STATE_DIR": str(tmp_path / "state")}
+    port = free_port()
+    cfg = write_config(tmp_path / "p.yaml", pgdb, f"t_resync_{uuid.uuid4().hex[:8]}", NAMES[:2],
+                       {"analytics": {"type": "clickhouse", "url": f"chdb://{tmp_path / 'ch'}",
+                                      "database": "analytics"}}, port, extra={"orders_lean": LEAN})
+    doc = yaml.safe_load(cfg.read_text())
+    doc["runtime"]["resync_backlog_mb"] = 2
+    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+    run = start_cli("run", "-c", str(cfg), env=env)
+    client = OpsClient(f"http://127.0.0.1:{port}")
+
+    def status() -> dict[str, dict]:
+        assert run.poll() is None, run.stderr.read() if run.stderr else "run exited"
+        try:
+            body = client.status()
+        except ProcessNotRunning:
+            return {}
+        return {p["name"]: p for p in body["projections"]}
+
+    def wait_applied(deadline_s: float = 240) -> None:
+        lsn = current_lsn(pgdb.dsn)
+        done = cli("wait", "-c", str(cfg), "--lsn", lsn, "--timeout", str(deadline_s), env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def verify_all() -> None:
+        for name in NAMES:
+            ok = cli("verify", name, "-c", str(cfg), "--rounds", "3", env=env)
+            assert ok.returncode == 0 and "0 missing, 0 extra, 0 different" in ok.stdout, ok.stdout + ok.stderr
+
+    try:
+        deadline = time.monotonic() + 240
+        while set(status()) != set(NAMES) or any(p["state"] != "running" for p in status().values()):
+            assert time.monotonic() < deadline, status()
+            time.sleep(0.5)
+        wait_applied()
+        for name in NAMES:
+            assert cli("pause", name, "-c", str(cfg), env=env).returncode == 0
+        # while paused: every kind of change, then ~6 MB of WAL the projections do not read
+        run_workload(pgdb.dsn, ops=300, seed=11)
+        with psycopg2.connect(pgdb.dsn) as conn, conn.cursor() as cur:
+            cur.execute("UPDATE public.orders SET total = total + 1 WHERE id % 3 = 0")
+            cur.execute("CREATE TABLE public.resync_filler AS "
+                        "SELECT g AS id, repeat('x', 150) AS pad FROM generate_series(1, 40000) g")
+        conn.close()
+        deadline = time.monotonic() + 60
+        while any((p["backlog"]["total"] or 0) <= 2_000_000 for p in status().values()):
+            assert time.monotonic() < deadline, {n: p["backlog"] for n, p in status().items()}
+            time.sleep(1)
+        for name in NAMES:
+            assert cli("resume", name, "-c", str(cfg), env=env).returncode == 0
+
+        deadline = time.monotonic() + 300
+        jobs: dict[str, dict] = {}
+        while len(jobs) < len(NAMES) or any(j["state"] == "running" for j in jobs.values()):
+            assert time.monotonic() < deadline, jobs
+            for name in NAMES:
+                try:
+                    jobs[name] = client.get(f"/api/projections/{name}/rebuild")["job"]
+                except Exception:  # noqa: BLE001 - 404 until the watch started it
+                    pass
+            time.sleep(1)
+        for name, job in jobs.items():
+            assert job["state"] == "done" and job.get("swapped") is True, (name, job)
+        wait_applied()
+        st = status()
+        assert all(p["state"] == "running" and not p["paused"] for p in st.values()), st
+        verify_all()
+
+        run_workload(pgdb.dsn, ops=150, seed=12)      # the live pipelines go on from the swap
+        wait_applied()
+        verify_all()
+    finally:
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err[-3000:]
+    for name in NAMES:
+        assert f"{name}: " in err and "catching up by re-snapshot" in err, err[-3000:]
