@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pymongo  # noqa: E402
 import yaml  # noqa: E402
 
+from cdc_projector.ops.client import OpsClient  # noqa: E402
 from cdc_projector.ops.wait import current_lsn  # noqa: E402
 from cdc_projector.sample.seed import seed  # noqa: E402
 from cdc_projector.sample.steady import steady_load  # noqa: E402
@@ -68,6 +69,9 @@ def main() -> int:
     ap.add_argument("--writer", choices=["workload", "steady"], default="workload")
     ap.add_argument("--projections", nargs="+", default=list(NAMES), help="projections of shop.yaml to run")
     ap.add_argument("--projection", default="order_document", help="the projection to pause")
+    ap.add_argument("--resync-mb", type=int, default=None,
+                    help="set runtime.resync_backlog_mb: a backlog above it is caught up by re-snapshot "
+                         "(docs/operations.md) instead of replayed")
     ap.add_argument("--drain-timeout", type=float, default=900.0, help="give up waiting for the drain after this long")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cdcp_drill_"))
@@ -79,6 +83,10 @@ def main() -> int:
         chdb = tmp / "chdb"
         config = write_config(tmp / "shop.yaml", db, MONGODB_URL, mongo_db, port, names,
                               batch_size=5000, clickhouse_url=f"chdb://{chdb}")
+        if args.resync_mb:
+            doc = yaml.safe_load(config.read_text())
+            doc["runtime"]["resync_backlog_mb"] = args.resync_mb
+            config.write_text(yaml.safe_dump(doc, sort_keys=False))
         kinds = {n: yaml.safe_load(config.read_text())["projections"][n]["kind"] for n in names}
         documents = tuple(n for n in names if kinds[n] == "document")
         run = Projector(config, tmp / "state", port, tmp / "run.log").start()
@@ -106,6 +114,9 @@ def main() -> int:
             done = drain(run, args.projection, lsn, args.drain_timeout)
             drain_s = time.monotonic() - t0
             print(f"drain of {backlog} WAL bytes: {'done' if done else 'NOT done'} after {drain_s:.1f} s", flush=True)
+            if args.resync_mb:
+                job = OpsClient(run.url).get(f"/api/projections/{args.projection}/rebuild")
+                print(f"resync: {job.get('job') if isinstance(job, dict) else job}", flush=True)
             if not done:
                 return 1
             stop.set()

@@ -4,10 +4,13 @@ The snapshot fast path of the engine (``Projector.process(..., fresh=True)``) st
 runs in one Python process: reading and decoding the rows, the documents, the
 view and mirror encodings and the inserts share one GIL, so a rebuild used one
 of the machine's cores (docs/rebuild.md, "Benchmark"). For the shape where that
-matters most - a ``kind: table`` projection of one table with a primary key, no
-lookups, no embeds, into ClickHouse - :class:`BulkSnapshot` loads the shadow's
-initial snapshot instead of the pipeline's snapshot batches:
+matters most - a ``kind: table`` projection into ClickHouse of a table with a primary
+key, with lookups but no embeds - :class:`BulkSnapshot` loads the shadow's initial
+snapshot instead of the pipeline's snapshot batches:
 
+0. the looked-up tables (usually small) are read first, by this process, in the same
+   snapshot: their mirror rows are inserted and kept in memory by key, so the workers
+   (forked after this) find each root row's lookup rows as the projector would;
 1. the source's snapshot reader (the transaction that imported the slot's exported
    snapshot) runs ``COPY (SELECT <columns> FROM <table>) TO STDOUT``: exactly the rows
    at the slot's consistent point, nothing read outside that snapshot. A thread of this
@@ -42,11 +45,11 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..engine.deadletter import DeadLetter, letter_id
 from ..engine.documents import compute_document
-from ..engine.mirror import MirrorRow
+from ..engine.mirror import MirrorRow, value_id
 from ..engine.plan import ProjectionPlan
 from ..errors import ProjectionError, RebuildError
 from ..events import ChangeEvent, Op, Position, TableId
@@ -63,12 +66,8 @@ INSERT_CHUNKS = 8
 ENV_SWITCH = "CDC_PROJECTOR_BULK_SNAPSHOT"
 
 
-def _no_lookup(lookup: Any, value: Any) -> None:
-    return None            # the plans loaded in bulk have no lookups ...
-
-
 def _no_children(embed: Any, parent: Any) -> list[Any]:
-    return []              # ... and no embeds
+    return []              # the plans loaded in bulk have no embeds
 
 
 def default_workers() -> int:
@@ -82,8 +81,9 @@ def applicable(plan: ProjectionPlan, sink: Any) -> bool:
         return False
     if "fork" not in multiprocessing.get_all_start_methods():
         return False
-    return (type(sink).__name__ == "ClickHouseSink" and plan.kind == "table" and not plan.lookups
-            and not plan.embeds and set(plan.columns) == {plan.root})
+    looked_up = {lk.table for lk in plan.lookups}
+    return (type(sink).__name__ == "ClickHouseSink" and plan.kind == "table" and not plan.embeds
+            and plan.root not in looked_up and set(plan.columns) == {plan.root} | looked_up)
 
 
 @dataclass
@@ -102,9 +102,12 @@ class _Job:
     """What a worker process does with a chunk (inherited by fork, never pickled)."""
 
     def __init__(self, plan: ProjectionPlan, target: Any, table: TableId, columns: Sequence[str],
-                 decoders: Sequence[Any], keys: Sequence[str], lsn: int, encoding: str, directory: str) -> None:
+                 decoders: Sequence[Any], keys: Sequence[str], lsn: int, encoding: str, directory: str,
+                 lookups: Mapping[TableId, Mapping[str, MirrorRow]] | None = None) -> None:
         from ..sinks.clickhouse.bulk import TableChunkEncoder
         self.plan, self.table, self.lsn, self.encoding = plan, table, lsn, encoding
+        #: the looked-up tables' rows at the snapshot, by key id (read before the workers fork)
+        self.lookups = lookups or {}
         self.columns, self.decoders, self.keys = tuple(columns), tuple(decoders), tuple(keys)
         self.mirror_columns = tuple(plan.columns[plan.root])
         self.encoder = TableChunkEncoder(target, directory)
@@ -118,6 +121,7 @@ class _Job:
     def process(self, chunk_no: int, first_seq: int, data: bytes) -> tuple[Any, ...]:
         """One chunk: per row the fast path's mirror row and document (``compute_document``) and
         the view row ``TableView.rows_for`` would encode, then both encoded to Native files."""
+        from ..sinks.clickhouse.sink import flatten_lookups
         from ..sources.postgres.snapshot import parse_copy_text
         cpu0 = time.process_time()
         plan, root, lsn = self.plan, self.plan.root, self.lsn
@@ -130,13 +134,17 @@ class _Job:
         rejected: list[tuple[ViewChange, str, str | None]] = []
         view = None
         seq = first_seq
+        found, flat = self.lookups, bool(plan.lookups)
+
+        def lookup(lk: Any, value: Any) -> MirrorRow | None:
+            return found[lk.table].get(value_id(value))
         for fields in lines:
             key, row = key_and_row(fields)
             mrow = MirrorRow(root, key, row, Position(lsn, seq))
             rows.append(mrow)
             seq += 1
             try:
-                doc = compute_document(plan, mrow, _no_lookup, _no_children)
+                doc = compute_document(plan, mrow, lookup, _no_children)
             except ProjectionError as exc:
                 event = ChangeEvent(Op.READ, root, dict(key), None, self.full_row(fields), mrow.position,
                                     None, None, dict(self.origin))
@@ -144,6 +152,8 @@ class _Job:
                 continue
             if view is None:
                 view = encoder.view(key)
+            if doc is not None and flat:
+                doc = flatten_lookups(plan, doc)
             try:
                 view_rows.append(view.row_for(key, doc, ver))
             except ProjectionError as exc:      # the row keeps no content; the sink dead-letters it
@@ -253,6 +263,7 @@ class BulkSnapshot:
         self.chunk_rows = chunk_rows or CHUNK_ROWS
         self.on_rows = on_rows or (lambda n: None)
         self.stats = BulkStats(workers=self.workers)
+        self._first_seq = 1         # seq 0 is the snapshot-end truncate's (see replication.py)
 
     def reader(self) -> Any:
         """The source's untouched initial snapshot reader, or None (then nothing is done)."""
@@ -261,7 +272,9 @@ class BulkSnapshot:
             return None
         take = getattr(pipeline.source, "take_initial_snapshot", None)
         reader = take() if take is not None else None
-        if reader is None or list(reader.tables) != [pipeline.plan.root]:
+        plan = pipeline.plan
+        wanted = {plan.root} | {lk.table for lk in plan.lookups}
+        if reader is None or len(reader.tables) != len(wanted) or set(reader.tables) != wanted:
             return None
         return reader
 
@@ -272,14 +285,16 @@ class BulkSnapshot:
             return False
         plan = self.pipeline.plan
         layout, decoders = reader.describe(plan.root)
-        if not layout.key_columns:
+        looked_up = {t: reader.describe(t) for t in reader.tables if t != plan.root}
+        if not layout.key_columns or any(not lay.key_columns for lay, _ in looked_up.values()):
             return False                     # no primary key: the pipeline reports it as usual
         columns = list(layout.columns)       # all of them, as the reader: a dead letter's event shows the row
         started = time.monotonic()
         directory = tempfile.mkdtemp(prefix="cdcp-bulk-")
         try:
+            lookups = self._load_lookups(reader, looked_up, directory)
             job = _Job(plan, self.pipeline.target, plan.root, columns, decoders,
-                       layout.key_columns, reader.position_lsn, reader.encoding, directory)
+                       layout.key_columns, reader.position_lsn, reader.encoding, directory, lookups)
             self._load(reader, job, columns)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
@@ -288,6 +303,37 @@ class BulkSnapshot:
         return True
 
     # ------------------------------------------------------------------
+    def _load_lookups(self, reader: Any, layouts: Mapping[TableId, tuple[Any, Sequence[Any]]],
+                      directory: str) -> dict[TableId, dict[str, MirrorRow]]:
+        """The looked-up tables, read here (they are usually small) before the workers fork
+        (they inherit the rows): their mirror rows inserted, and by key id for the documents.
+        They take the first positions of the snapshot (``(C, 1..m)``), the root rows the next."""
+        from ..sinks.clickhouse.bulk import TableChunkEncoder
+        from ..sources.postgres.snapshot import parse_copy_text
+        plan, lsn = self.pipeline.plan, reader.position_lsn
+        found: dict[TableId, dict[str, MirrorRow]] = {}
+        rows: list[MirrorRow] = []
+        for table, (layout, decoders) in layouts.items():
+            columns = list(layout.columns)
+            key_and_row = _key_and_row(columns, decoders, layout.key_columns, plan.columns[table])
+            lines: list[bytes] = []
+            reader.copy_out(table, columns, lines.append)
+            by_id = found[table] = {}
+            for fields in parse_copy_text(b"".join(lines).decode(reader.encoding)):
+                key, row = key_and_row(fields)
+                mrow = MirrorRow(table, key, row, Position(lsn, len(rows) + 1))
+                rows.append(mrow)
+                by_id[mrow.key_id] = mrow
+        self._first_seq = len(rows) + 1
+        if rows:
+            encoded = TableChunkEncoder(self.pipeline.target, directory).encode(
+                "lookups", [], rows, version(Position(lsn, len(rows))))
+            t0 = time.perf_counter()
+            self.pipeline.target.bulk_write([encoded])
+            self.stats.insert_s += time.perf_counter() - t0
+            self.stats.rows += len(rows)
+        return found
+
     def _load(self, reader: Any, job: _Job, columns: Sequence[str]) -> None:
         ctx = multiprocessing.get_context("fork")
         window = self.insert_chunks + 2 * self.workers + 1     # chunks read, not inserted yet (memory, disk)
@@ -295,7 +341,8 @@ class BulkSnapshot:
         results = ctx.Queue()
         slots = threading.Semaphore(window)
         stop = threading.Event()
-        feed = _Feeder(reader, job.table, columns, tasks, slots, stop, self.chunk_rows, self.workers)
+        feed = _Feeder(reader, job.table, columns, tasks, slots, stop, self.chunk_rows, self.workers,
+                       first_seq=self._first_seq)
         ch = getattr(getattr(self.pipeline.target, "_sink", None), "_ch", None)
         locked = ch.path if ch is not None and getattr(ch, "embedded", False) else None
         procs = [ctx.Process(target=_worker, args=(job, tasks, results, os.getpid(), locked),
@@ -388,7 +435,8 @@ class _Feeder(threading.Thread):
     """Runs the snapshot's COPY and hands chunks of lines to the workers (a thread of the loader)."""
 
     def __init__(self, reader: Any, table: TableId, columns: Sequence[str], tasks: Any,
-                 slots: threading.Semaphore, stop: threading.Event, chunk_rows: int, workers: int) -> None:
+                 slots: threading.Semaphore, stop: threading.Event, chunk_rows: int, workers: int,
+                 first_seq: int = 1) -> None:
         super().__init__(name="cdcp-bulk-feed", daemon=True)
         self.reader, self.table, self.columns = reader, table, list(columns)
         self.tasks, self.slots, self.stop_event = tasks, slots, stop
@@ -397,7 +445,7 @@ class _Feeder(threading.Thread):
         self.error: BaseException | None = None
         self._lines: list[bytes] = []
         self._chunks = 0
-        self._next_seq = 1          # seq 0 is the snapshot-end truncate's (see replication.py)
+        self._next_seq = first_seq  # seq 0 is the snapshot-end truncate's (see replication.py)
 
     def _put(self, item: Any) -> None:
         while not self.stop_event.is_set():

@@ -254,11 +254,7 @@ class ClickHouseProjectionTarget:
             if c.values is None:
                 out.append(c)
                 continue
-            values = dict(c.values)
-            for lk in self.plan.lookups:
-                sub = values.pop(lk.name, None) or {}
-                values.update(sub)
-            out.append(ViewChange(c.key, values))
+            out.append(ViewChange(c.key, flatten_lookups(self.plan, c.values)))
         return out
 
     def _recover(self, ver: int) -> int:
@@ -514,3 +510,10 @@ def plan_lines(name: str, projection: "Projection") -> list[str]:
 register_sink("clickhouse", ClickHouseSink)  # type: ignore[arg-type]
 register_planner("clickhouse", plan_lines)
 
+
+def flatten_lookups(plan: ProjectionPlan, values: Mapping[str, Any]) -> dict[str, Any]:
+    """A table view's document with each lookup's sub-document spread into columns."""
+    flat = dict(values)
+    for lk in plan.lookups:
+        flat.update(flat.pop(lk.name, None) or {})
+    return flat
