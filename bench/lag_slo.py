@@ -1,6 +1,6 @@
 """Commit-to-view lag under a steady write load: p50/p95/p99 per projection.
 
-    python bench/lag_slo.py --rate 5000 --seconds 60 [--projection orders_flat ...]
+    python bench/lag_slo.py --rate 5000 --seconds 60 [--projection orders_flat ...] [--process-per-projection]
                             [--writer steady|workload]
 
 Writes ``--rate`` row changes/s into a fresh sample database - ``steady``: set-based
@@ -102,6 +102,9 @@ def main() -> int:
     ap.add_argument("--writers", type=int, default=2, help="parallel workload connections (the rate is split)")
     ap.add_argument("--projection", action="append", default=None,
                     help="projection(s) of shop.yaml (default: orders_flat, revenue_by_day)")
+    ap.add_argument("--process-per-projection", action="store_true",
+                    help="one `run --projection NAME` process per projection (each with its own chDB "
+                         "directory and slot) instead of one process running them all")
     ap.add_argument("--batch-size", type=int, default=5000, help="runtime.batch_size (batches also end after 100 ms)")
     args = ap.parse_args()
     names = tuple(args.projection or ("orders_flat", "revenue_by_day"))
@@ -109,12 +112,19 @@ def main() -> int:
     mongo_db = f"lag_{uuid.uuid4().hex[:8]}"
     with fresh_database("cdcp_lag") as db:
         seed(db.dsn, customers=200, products=50, orders=500, seed=1)
-        port = free_port()
-        config = write_config(tmp / "shop.yaml", db, MONGODB_URL, mongo_db, port, names,
-                              batch_size=args.batch_size, clickhouse_url=f"chdb://{tmp / 'chdb'}")
-        run = Projector(config, tmp / "state", port, tmp / "run.log").start()
+        groups = [(n,) for n in names] if args.process_per_projection else [names]
+        runs: list[Projector] = []
+        for i, group in enumerate(groups):
+            port = free_port()
+            home = tmp / f"p{i}"
+            home.mkdir()
+            config = write_config(home / "shop.yaml", db, MONGODB_URL, mongo_db, port, group,
+                                  batch_size=args.batch_size, clickhouse_url=f"chdb://{home / 'chdb'}")
+            runs.append(Projector(config, home / "state", port, home / "run.log"))
         try:
-            assert run.cli("wait", "--lsn", current_lsn(db.dsn), "--timeout", "600").returncode == 0
+            for r in runs:
+                r.start()
+                assert r.cli("wait", "--lsn", current_lsn(db.dsn), "--timeout", "600").returncode == 0
             rows0 = row_changes(db.dsn)
             t0 = time.monotonic()
             if args.writer == "steady":
@@ -126,10 +136,11 @@ def main() -> int:
             wrote_s = time.monotonic() - t0
             rows = row_changes(db.dsn) - rows0
             t1 = time.monotonic()
-            done = run.cli("wait", "--lsn", current_lsn(db.dsn), "--timeout", str(args.catch_up_timeout),
-                           timeout=args.catch_up_timeout + 60)
+            target = current_lsn(db.dsn)
+            done = [r.cli("wait", "--lsn", target, "--timeout", str(args.catch_up_timeout),
+                          timeout=args.catch_up_timeout + 60) for r in runs]
             catch_up_s = time.monotonic() - t1
-            status = run.status()
+            status = {n: s for r in runs for n, s in r.status().items()}
             print(json.dumps({
                 "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.node()} {os.cpu_count()} cpu "
                                                                    f"{platform.machine()}",
@@ -137,15 +148,16 @@ def main() -> int:
                 "target_rate": args.rate, "achieved_ops_per_s": round(ops / wrote_s, 1),
                 "achieved_row_changes_per_s": round(rows / wrote_s, 1), "transactions": transactions,
                 "seconds": round(wrote_s, 1), "catch_up_after_load_s": round(catch_up_s, 1),
-                "caught_up": done.returncode == 0,
+                "caught_up": all(d.returncode == 0 for d in done), "processes": len(runs),
                 "lag_15m": {n: s["lag"]["15m"] for n, s in status.items()},
-                "peak_rss_mb": _peak_rss_mb(run),
+                "peak_rss_mb": [_peak_rss_mb(r) for r in runs],
                 "last_lag_s": {n: s["last_lag_s"] for n, s in status.items()},
                 "events": {n: s["events_total"] for n, s in status.items()},
             }, indent=2))
             return 0
         finally:
-            run.stop()
+            for r in runs:
+                r.stop()
             pymongo.MongoClient(MONGODB_URL).drop_database(mongo_db)
             shutil.rmtree(tmp, ignore_errors=True)       # the chDB data and the run's state
 
