@@ -71,7 +71,10 @@ def _status_soon(client: ConnectClient, name: str) -> ConnectorState:
 def status_cmd(url: str, names: tuple[str, ...], as_json: bool) -> None:
     """State of the connectors (all registered ones, or NAMES); exit 1 if one is not RUNNING."""
     with ConnectClient(url) as client:
-        states = [client.status(n) for n in (names or client.connectors())]
+        if names:
+            states = [client.status(n) for n in names]
+        else:       # every registered one; one deleted since the listing is left out
+            states = [st for st in map(client.status_if_exists, client.connectors()) if st is not None]
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in states], sort_keys=True))
     else:

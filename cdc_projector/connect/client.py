@@ -121,7 +121,16 @@ class ConnectClient:
 
     def status(self, name: str) -> ConnectorState:
         """Connector and task states (ConnectError if the connector does not exist)."""
-        data = self._request("GET", f"/connectors/{name}/status").json()
+        found = self.status_if_exists(name, missing_ok=False)
+        assert found is not None
+        return found
+
+    def status_if_exists(self, name: str, missing_ok: bool = True) -> ConnectorState | None:
+        """:meth:`status`, or None when the connector does not exist (e.g. deleted since it was listed)."""
+        resp = self._request("GET", f"/connectors/{name}/status", ok=(200, 404) if missing_ok else (200,))
+        if resp.status_code == 404:
+            return None
+        data = resp.json()
         conn = data.get("connector", {})
         tasks = tuple(TaskState(int(t.get("id", 0)), t.get("state", "UNKNOWN"), t.get("worker_id", ""),
                                 t.get("trace")) for t in data.get("tasks", []))
