@@ -150,7 +150,8 @@ class Project:
         rt = self.project.runtime
         return [Pipeline(plan, make_source(source, self.project, plan), self.targets[plan.name],
                          self.sinks[plan.sink].dead_letters(), batch_size=rt.batch_size,
-                         batch_ms=rt.batch_ms, accept_definition=plan.name in accept_definition)
+                         batch_ms=rt.batch_ms, accept_definition=plan.name in accept_definition,
+                         compact_every_s=rt.compact_every_s)
                 for plan in self.plans]
 
     def close(self) -> None:

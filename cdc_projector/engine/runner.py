@@ -94,6 +94,9 @@ class Pipeline:
     #: record the plan's definition even when the stored view was built with another one
     #: (``run --accept-definition``: the operator knows the stored rows are still right)
     accept_definition: bool = False
+    #: every this many seconds (None: never) let the target drop tombstones between two
+    #: batches, when it can (``compact()``: ClickHouse views; ``runtime.compact_every_s``)
+    compact_every_s: float | None = None
 
     def __post_init__(self) -> None:
         self.projector = Projector(self.plan)
@@ -103,6 +106,7 @@ class Pipeline:
         #: the target was emptied for an initial snapshot that is still being read: its
         #: batches take the projector's snapshot fast path (see Projector.process)
         self._fresh = False
+        self._compact_at = time.monotonic() + (self.compact_every_s or 0)
 
     # ------------------------------------------------------------------
     def open(self) -> None:
@@ -171,9 +175,31 @@ class Pipeline:
         if batch is None:
             if self.observer is not None:
                 self.observer.idle(self.source)
+            self._compact_when_due()
             return 0
         self.apply_batch(batch)
+        self._compact_when_due()
         return len(batch.events)
+
+    def _compact_when_due(self) -> None:
+        """Between two batches, every :attr:`compact_every_s`: the target's ``compact()``
+        (a failure is logged; the next try is one interval later)."""
+        if not self.compact_every_s or self._fresh or time.monotonic() < self._compact_at:
+            return
+        self._compact_at = time.monotonic() + self.compact_every_s
+        compact = getattr(self.target, "compact", None)
+        if compact is None:
+            return
+        t0 = time.monotonic()
+        try:
+            done = compact()
+        except Exception as exc:  # noqa: BLE001 - tombstones only cost space; the view is right
+            log.warning("%s: compaction failed (tried again in %.0f s): %s", self.plan.name,
+                        self.compact_every_s, exc)
+            return
+        for table, figures in (done or {}).items():
+            log.info("%s: compacted %s: %d tombstones dropped, %d -> %d stored rows (%.1f s)", self.plan.name,
+                     table, figures["tombstones"], figures["rows"], figures["after"], time.monotonic() - t0)
 
     def apply_batch(self, batch: Batch) -> BatchResult:
         """Project and durably write one batch, then acknowledge it to the source."""

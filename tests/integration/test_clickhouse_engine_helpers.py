@@ -106,6 +106,14 @@ class Projector:
         code = self.proc.wait(timeout=120)
         assert code == 0, f"run exited {code}:\n{self.tail()}"
 
+    def wait_logged(self, text: str, timeout_s: float = 60.0) -> None:
+        """Wait until the run's log shows ``text``."""
+        end = time.monotonic() + timeout_s
+        while text not in self.log.read_text(errors="replace"):
+            self.alive()
+            assert time.monotonic() < end, f"{text!r} not logged within {timeout_s} s:\n{self.tail()}"
+            time.sleep(0.5)
+
     def catch_up(self, timeout_s: float = 240.0) -> None:
         """Wait until every projection applied the source's current WAL position."""
         lsn = current_lsn(self.db.dsn)

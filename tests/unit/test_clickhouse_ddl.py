@@ -14,7 +14,8 @@ def test_table_layout_is_replacing_merge_tree_plus_final_view() -> None:
     text = describe(spec, "analytics")
     assert "CREATE TABLE IF NOT EXISTS `analytics`.`orders_flat_data`" in text
     assert "`id` Int64,\n  `total` Nullable(Decimal(12, 2))" in text          # field named like the key = the key
-    assert "ENGINE = ReplacingMergeTree(_version, _is_deleted)\nORDER BY (`id`)" in text
+    assert ("ENGINE = ReplacingMergeTree(_version, _is_deleted)\nORDER BY (`id`) "
+            "SETTINGS allow_experimental_replacing_merge_with_cleanup = 1") in text   # tombstones can be dropped
     assert ("CREATE OR REPLACE VIEW `analytics`.`orders_flat` AS SELECT `id`, `total` "
             "FROM `analytics`.`orders_flat_data` FINAL WHERE _is_deleted = 0") in text
 

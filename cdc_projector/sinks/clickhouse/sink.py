@@ -41,6 +41,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ...engine.plan import ProjectionPlan
 
 DEADLETTERS = "_cdcp_deadletters"
+#: :meth:`ClickHouseProjectionTarget.compact` merges a table when tombstones are this share of its rows ...
+COMPACT_MIN_SHARE = 0.1
+#: ... and at least this many
+COMPACT_MIN_ROWS = 1000
 log = logging.getLogger(__name__)
 
 
@@ -381,6 +385,30 @@ class ClickHouseProjectionTarget:
         if self._view is None:
             return []
         return self._view.read()
+
+    def compact(self, min_share: float = COMPACT_MIN_SHARE, min_rows: int = COMPACT_MIN_ROWS) -> dict[str, Any]:
+        """Drop the tombstones of deleted keys (and superseded versions) from the projection's
+        tables whose tombstones are at least ``min_share`` of their stored rows and at least
+        ``min_rows`` (:func:`ddl.compact_statements`; reads are unchanged: they skip both).
+        Returns ``{table: {"rows": before, "tombstones": n, "after": rows left}}`` of the tables
+        compacted. Called by the pipeline between batches (``runtime.compact_every_s``)."""
+        ch = self._sink.ch
+        done: dict[str, Any] = {}
+        for suffix in ddl.plan_suffixes(self.plan, scratch=False):
+            table = self.plan.target + suffix
+            found = ch.query("SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+                             {"db": ch.database, "t": table})
+            if not found or not found[0][0]:
+                continue
+            qualified = ch.qualified(table)
+            rows, tombstones = ch.query(f"SELECT count(), countIf(_is_deleted = 1) FROM {qualified}")[0]
+            if tombstones < max(min_rows, min_share * rows):
+                continue
+            for statement in ddl.compact_statements(qualified):
+                ch.command(statement)
+            after = ch.query(f"SELECT count() FROM {qualified}")[0][0]
+            done[table] = {"rows": int(rows), "tombstones": int(tombstones), "after": int(after)}
+        return done
 
     def drop(self) -> None:
         self._state.forget()
