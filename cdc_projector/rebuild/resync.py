@@ -56,7 +56,7 @@ class ResyncWatch:
     """The thread of ``run`` that starts catch-ups by re-snapshot (see the module docs)."""
 
     def __init__(self, project: ProjectFile, sinks: dict[str, Sink], telemetry: Any, jobs: InProcessJobs,
-                 threshold_bytes: int, *, clock: Callable[[], float] = time.time,
+                 threshold_bytes: float, *, clock: Callable[[], float] = time.time,
                  start: Callable[[str], None] | None = None) -> None:
         self.project, self.sinks, self.telemetry, self.jobs = project, sinks, telemetry, jobs
         self.threshold = threshold_bytes
@@ -167,11 +167,18 @@ def swap_begun(project: ProjectFile, sinks: dict[str, Sink], name: str) -> bool:
 def watch(project: ProjectFile, sinks: dict[str, Sink], telemetry: Any, source_kind: str) -> ResyncWatch | None:
     """Start the watch for ``run`` when ``runtime.resync_backlog_mb`` is set (direct mode)."""
     mb = project.runtime.resync_backlog_mb
-    if not mb:
+    held = sorted(n for n, p in telemetry.projections.items() if p.paused and p.paused_by == RESYNC)
+    if not mb and not held:
         return None
     if source_kind != "postgres":
-        log.warning("runtime.resync_backlog_mb applies to direct mode (--source postgres) only: "
-                    "a Kafka consumer's backlog is replayed")
+        if mb:
+            log.warning("runtime.resync_backlog_mb applies to direct mode (--source postgres) only: "
+                        "a Kafka consumer's backlog is replayed")
+        if held:
+            log.error("%s: held by an interrupted resync, which only `run --source postgres` completes",
+                      ", ".join(held))
         return None
     from .session import jobs_of_process
-    return ResyncWatch(project, sinks, telemetry, jobs_of_process(), mb * 1_000_000).start()
+    # without the setting, only the resyncs a previous run left unfinished are completed
+    threshold = mb * 1_000_000 if mb else float("inf")
+    return ResyncWatch(project, sinks, telemetry, jobs_of_process(), threshold).start()

@@ -5,10 +5,13 @@ equals the one computed from the source tables now (`verify`, SQL on PostgreSQL)
 following new writes."""
 from __future__ import annotations
 
+import json
+import random
 import signal
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -110,3 +113,76 @@ def test_a_far_behind_projection_is_rebuilt_and_swapped_in_instead_of_replayed(p
     assert run.returncode == 0, err[-3000:]
     for name in NAMES:
         assert f"{name}: " in err and "catching up by re-snapshot" in err, err[-3000:]
+
+
+def test_a_resync_killed_midway_is_completed_by_the_next_run(pgdb: PgDb, tmp_path: Path) -> None:  # noqa: F811
+    seed(pgdb.dsn, customers=30, products=15, orders=2000, seed=9)
+    env = {"CDC_PROJECTOR_STATE_DIR": str(tmp_path / "state")}
+    port = free_port()
+    cfg = write_config(tmp_path / "p.yaml", pgdb, f"t_resync_{uuid.uuid4().hex[:8]}", ["orders_flat"],
+                       {"analytics": {"type": "clickhouse", "url": f"chdb://{tmp_path / 'ch'}",
+                                      "database": "analytics"}}, port)
+    doc = yaml.safe_load(cfg.read_text())
+    doc["runtime"]["resync_backlog_mb"] = 2
+    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+    client = OpsClient(f"http://127.0.0.1:{port}")
+
+    def projection(run: Any) -> dict[str, Any]:
+        assert run.poll() is None, run.stderr.read() if run.stderr else "run exited"
+        try:
+            return {p["name"]: p for p in client.status()["projections"]}.get("orders_flat", {})
+        except ProcessNotRunning:
+            return {}
+
+    run = start_cli("run", "-c", str(cfg), env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while projection(run).get("state") != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert cli("pause", "orders_flat", "-c", str(cfg), env=env).returncode == 0
+        run_workload(pgdb.dsn, ops=200, seed=13)
+        with psycopg2.connect(pgdb.dsn) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE public.resync_filler AS "
+                        "SELECT g AS id, repeat('x', 150) AS pad FROM generate_series(1, 40000) g")
+        conn.close()
+        while (projection(run).get("backlog", {}).get("total") or 0) <= 2_000_000:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert cli("resume", "orders_flat", "-c", str(cfg), env=env).returncode == 0
+        while projection(run).get("paused_by") != "resync":      # the resync holds the live pipeline
+            assert time.monotonic() < deadline, projection(run)
+            time.sleep(0.1)
+        time.sleep(random.uniform(0.0, 1.5))                    # somewhere in the rebuild
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=60)
+    paused = json.loads((tmp_path / "state" / "paused.json").read_text())["paused"]
+    assert paused.get("orders_flat", {}).get("by") == "resync", paused
+
+    run = start_cli("run", "-c", str(cfg), env=env)           # takes the resync up again
+    try:
+        deadline = time.monotonic() + 300
+        job: dict[str, Any] = {}
+        while job.get("state") != "done":
+            assert job.get("state") != "failed", job
+            assert time.monotonic() < deadline, (job, projection(run))
+            projection(run)
+            try:
+                job = client.get("/api/projections/orders_flat/rebuild")["job"]
+            except Exception:  # noqa: BLE001 - not started yet
+                pass
+            time.sleep(0.5)
+        assert job.get("swapped") is True, job
+        lsn = current_lsn(pgdb.dsn)
+        done = cli("wait", "-c", str(cfg), "--lsn", lsn, "--timeout", "240", env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        st = projection(run)
+        assert st["state"] == "running" and not st["paused"], st
+        ok = cli("verify", "orders_flat", "-c", str(cfg), "--rounds", "3", env=env)
+        assert ok.returncode == 0 and "0 missing, 0 extra, 0 different" in ok.stdout, ok.stdout + ok.stderr
+    finally:
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err[-3000:]
+    assert "a catch-up by re-snapshot was interrupted; it goes on" in err, err[-3000:]
