@@ -220,6 +220,8 @@ def _replaced_key(ev: ChangeEvent) -> dict[str, Any] | None:
     if ev.op != Op.CREATE:
         return None
     old = ev.origin.get("old_key") if ev.origin else None
+    if old is None:                         # nearly always: checked before the (slower) ABC test
+        return None
     return dict(old) if isinstance(old, Mapping) and old else None
 
 
