@@ -102,6 +102,8 @@ def main() -> int:
     ap.add_argument("--writers", type=int, default=2, help="parallel workload connections (the rate is split)")
     ap.add_argument("--projection", action="append", default=None,
                     help="projection(s) of shop.yaml (default: orders_flat, revenue_by_day)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the temp directory (chDB data, run logs) for inspection; its path is printed")
     ap.add_argument("--process-per-projection", action="store_true",
                     help="one `run --projection NAME` process per projection (each with its own chDB "
                          "directory and slot) instead of one process running them all")
@@ -159,7 +161,10 @@ def main() -> int:
             for r in runs:
                 r.stop()
             pymongo.MongoClient(MONGODB_URL).drop_database(mongo_db)
-            shutil.rmtree(tmp, ignore_errors=True)       # the chDB data and the run's state
+            if args.keep:
+                print(f"kept {tmp}", file=sys.stderr)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)   # the chDB data and the run's state
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import orjson
 
 from ...engine.mirror import isoformat, value_id
 from ...events import Position, TableId
+from . import ddl
 from .client import ClickHouse
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -160,7 +161,7 @@ class StateTables:
             "projection_name String, streams String, position_lsn UInt64, position_seq UInt64, "
             "has_position UInt8, commit_ts_us Nullable(Int64), updated_at Float64, _version UInt128, "
             "definition String DEFAULT ''"
-            ") ENGINE = ReplacingMergeTree(_version) ORDER BY projection_name")
+            f") ENGINE = ReplacingMergeTree(_version) ORDER BY projection_name SETTINGS {ddl.MERGE_SETTING}")
         # checkpoints written before definition fingerprints existed
         self.ch.command(f"ALTER TABLE {self.ch.qualified(CHECKPOINTS)} "
                         "ADD COLUMN IF NOT EXISTS definition String DEFAULT ''")
@@ -168,7 +169,8 @@ class StateTables:
             f"CREATE TABLE IF NOT EXISTS {self.ch.qualified(MIRROR)} ("
             "projection_name String, source_table String, key_id String, key String, row Nullable(String), "
             "canon String, _version UInt128, departed Nullable(String)"
-            ") ENGINE = ReplacingMergeTree(_version) ORDER BY (projection_name, source_table, key_id)")
+            f") ENGINE = ReplacingMergeTree(_version) ORDER BY (projection_name, source_table, key_id) "
+            f"SETTINGS {ddl.MERGE_SETTING}")
         # mirrors written before `departed` existed
         self.ch.command(f"ALTER TABLE {self.ch.qualified(MIRROR)} ADD COLUMN IF NOT EXISTS departed Nullable(String)")
         self._ensured = True
