@@ -341,10 +341,10 @@ def _create(ch_table: str, columns: Sequence[tuple[str, str]], order_by: Sequenc
 def compact_statements(qualified_table: str) -> list[str]:
     """Drop the tombstones (rows of deleted keys) and superseded versions of one
     ``ReplacingMergeTree(_version, _is_deleted)`` table: one merge of all its parts with
-    ``CLEANUP`` (a table created before :data:`CLEANUP_SETTING` gets it first). Safe for
-    the projector's tables: every later write of a key has a higher version than anything
+    ``CLEANUP``. Safe for the projector's tables: every later write of a key has a higher version than anything
     stored (versions come from source positions past the checkpoint), so no removed
-    tombstone can be needed to hide an older row."""
+    tombstone can be needed to hide an older row. The setting CLEANUP needs comes first
+    (a table created by an earlier version may lack it; metadata only)."""
     return [f"ALTER TABLE {qualified_table} MODIFY SETTING {CLEANUP_SETTING}",
             f"OPTIMIZE TABLE {qualified_table} FINAL CLEANUP"]
 
@@ -478,6 +478,11 @@ def apply(ch: ClickHouse, spec: Spec) -> Plan:
             hint=f"run `cdc-projector rebuild {spec.projection}` to build the view afresh")
     for statement in result.statements:
         ch.command(statement)
+    # tables created by an earlier version: the table settings of this one (metadata only)
+    for suffix in spec_suffixes(spec):
+        if suffix != "_stage":
+            ch.command(f"ALTER TABLE {ch.qualified(spec.table + suffix)} "
+                       f"MODIFY SETTING {CLEANUP_SETTING}, {MERGE_SETTING}")
     return result
 
 

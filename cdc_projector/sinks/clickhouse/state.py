@@ -173,6 +173,8 @@ class StateTables:
             f"SETTINGS {ddl.MERGE_SETTING}")
         # mirrors written before `departed` existed
         self.ch.command(f"ALTER TABLE {self.ch.qualified(MIRROR)} ADD COLUMN IF NOT EXISTS departed Nullable(String)")
+        for table in (CHECKPOINTS, MIRROR):       # created by an earlier version: this one's merge setting
+            self.ch.command(f"ALTER TABLE {self.ch.qualified(table)} MODIFY SETTING {ddl.MERGE_SETTING}")
         self._ensured = True
 
     # -- checkpoints -------------------------------------------------------
