@@ -13,7 +13,7 @@ import pytest
 from cdc_projector.errors import ProcessNotRunning
 from cdc_projector.ops.client import OpsClient
 from cdc_projector.sample.seed import seed
-from tests.integration.test_rebuild_helpers import cli, free_port, start_cli, write_config
+from tests.integration.test_rebuild_helpers import chdb_sinks, cli, free_port, start_cli, write_config
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
@@ -24,8 +24,7 @@ def test_cli_rebuild_and_verify_run_inside_the_process_holding_chdb(pgdb: PgDb, 
     env = {"CDC_PROJECTOR_STATE_DIR": str(tmp_path / "state")}
     port = free_port()
     cfg = write_config(tmp_path / "p.yaml", pgdb, f"t_rbapi_{uuid.uuid4().hex[:8]}", ["orders_flat"],
-                       {"analytics": {"type": "clickhouse", "url": f"chdb://{tmp_path / 'ch'}",
-                                      "database": "analytics"}}, port)
+                       chdb_sinks(tmp_path), port)
     run = start_cli("run", "-c", str(cfg), "--projection", "orders_flat", env=env)
     try:
         deadline = time.monotonic() + 240

@@ -40,6 +40,11 @@ def write_config(path: Path, db: PgDb, slot: str, names: list[str], sinks: dict[
     return path
 
 
+def chdb_sinks(tmp: Path) -> dict[str, Any]:
+    """The ``analytics`` sink of shop.yaml as embedded chDB in ``tmp/ch``."""
+    return {"analytics": {"type": "clickhouse", "url": f"chdb://{tmp / 'ch'}", "database": "analytics"}}
+
+
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run ``cdc-projector ARGS`` to completion."""
     return subprocess.run([sys.executable, "-c", "from cdc_projector.cli import main; main()", *args],

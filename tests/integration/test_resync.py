@@ -22,7 +22,7 @@ from cdc_projector.ops.client import OpsClient
 from cdc_projector.ops.wait import current_lsn
 from cdc_projector.sample.seed import seed
 from cdc_projector.sample.workload import run_workload
-from tests.integration.test_rebuild_helpers import cli, free_port, start_cli, write_config
+from tests.integration.test_rebuild_helpers import chdb_sinks, cli, free_port, start_cli, write_config
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
@@ -34,16 +34,21 @@ LEAN = {"kind": "table", "sink": "analytics", "table": "orders_lean", "from": "p
 NAMES = ["orders_flat", "revenue_by_day", "orders_lean"]
 
 
+def _config(tmp: Path, db: PgDb, names: list[str], port: int, extra: dict[str, Any] | None = None) -> Path:
+    """shop.yaml's ``names`` (and ``extra``) into embedded chDB, resynced beyond 2 MB of WAL."""
+    cfg = write_config(tmp / "p.yaml", db, f"t_resync_{uuid.uuid4().hex[:8]}", names, chdb_sinks(tmp), port,
+                       extra=extra)
+    doc = yaml.safe_load(cfg.read_text())
+    doc["runtime"]["resync_backlog_mb"] = 2
+    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return cfg
+
+
 def test_a_far_behind_projection_is_rebuilt_and_swapped_in_instead_of_replayed(pgdb: PgDb, tmp_path: Path) -> None:  # noqa: F811
     seed(pgdb.dsn, customers=30, products=15, orders=300, seed=7)
     env = {"CDC_PROJECTOR_STATE_DIR": str(tmp_path / "state")}
     port = free_port()
-    cfg = write_config(tmp_path / "p.yaml", pgdb, f"t_resync_{uuid.uuid4().hex[:8]}", NAMES[:2],
-                       {"analytics": {"type": "clickhouse", "url": f"chdb://{tmp_path / 'ch'}",
-                                      "database": "analytics"}}, port, extra={"orders_lean": LEAN})
-    doc = yaml.safe_load(cfg.read_text())
-    doc["runtime"]["resync_backlog_mb"] = 2
-    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+    cfg = _config(tmp_path, pgdb, NAMES[:2], port, extra={"orders_lean": LEAN})
     run = start_cli("run", "-c", str(cfg), env=env)
     client = OpsClient(f"http://127.0.0.1:{port}")
 
@@ -119,12 +124,7 @@ def test_a_resync_killed_midway_is_completed_by_the_next_run(pgdb: PgDb, tmp_pat
     seed(pgdb.dsn, customers=30, products=15, orders=2000, seed=9)
     env = {"CDC_PROJECTOR_STATE_DIR": str(tmp_path / "state")}
     port = free_port()
-    cfg = write_config(tmp_path / "p.yaml", pgdb, f"t_resync_{uuid.uuid4().hex[:8]}", ["orders_flat"],
-                       {"analytics": {"type": "clickhouse", "url": f"chdb://{tmp_path / 'ch'}",
-                                      "database": "analytics"}}, port)
-    doc = yaml.safe_load(cfg.read_text())
-    doc["runtime"]["resync_backlog_mb"] = 2
-    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+    cfg = _config(tmp_path, pgdb, ["orders_flat"], port)
     client = OpsClient(f"http://127.0.0.1:{port}")
 
     def projection(run: Any) -> dict[str, Any]:
