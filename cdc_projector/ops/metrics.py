@@ -17,7 +17,8 @@ name                                        type        meaning
 ``cdc_projector_applied_lsn``               gauge       highest applied source LSN
 ``cdc_projector_applied_commit_timestamp``  gauge       commit time of the applied watermark (epoch s)
 ``cdc_projector_state``                     gauge       1 for the current ``state``, 0 for the others
-``cdc_projector_paused``                    gauge       1 while paused
+``cdc_projector_paused``                    gauge       1 while paused by an operator
+``cdc_projector_resyncs_total``             counter     catch-ups by re-snapshot started (``runtime.resync_backlog_mb``)
 ``cdc_projector_slo_breach``                gauge       1 while an SLO of the projection is breached
 ==========================================  ==========  =============================================
 """
@@ -30,7 +31,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Hist
                                     Metric)
 from prometheus_client.registry import Collector
 
-from .telemetry import STATES, Telemetry
+from .telemetry import RESYNC, STATES, Telemetry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -60,7 +61,9 @@ class TelemetryCollector(Collector):
                                    "Commit time of the applied watermark (seconds since the epoch).", labels=label)
         state = GaugeMetricFamily("cdc_projector_state", "1 for the projection's current state.",
                                   labels=["projection", "state"])
-        paused = GaugeMetricFamily("cdc_projector_paused", "1 while the projection is paused.", labels=label)
+        paused = GaugeMetricFamily("cdc_projector_paused", "1 while the projection is paused by an operator.",
+                                   labels=label)
+        resyncs = CounterMetricFamily("cdc_projector_resyncs", "Catch-ups by re-snapshot started.", labels=label)
         breach = GaugeMetricFamily("cdc_projector_slo_breach", "1 while an SLO is breached.", labels=label)
         for name, proj in sorted(self.telemetry.projections.items()):
             st = proj.status()
@@ -82,10 +85,12 @@ class TelemetryCollector(Collector):
                 commit.add_metric([name], st["applied"]["commit_time"])
             for s in STATES:
                 state.add_metric([name, s], 1.0 if st["state"] == s else 0.0)
-            paused.add_metric([name], 1.0 if st["paused"] else 0.0)
+            paused.add_metric([name], 1.0 if st["paused"] and st["paused_by"] != RESYNC else 0.0)
+            resyncs.add_metric([name], st["resyncs"])
             breach.add_metric([name], 1.0 if st["breaches"] else 0.0)
             del count
-        yield from (lag, quant, events, batches, errors, backlog, letters, lsn, commit, state, paused, breach)
+        yield from (lag, quant, events, batches, errors, backlog, letters, lsn, commit, state, paused, resyncs,
+                    breach)
 
 
 def make_registry(telemetry: Telemetry) -> CollectorRegistry:

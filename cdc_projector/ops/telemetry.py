@@ -141,6 +141,8 @@ class ProjectionTelemetry:
         self._paused = paused
         #: who paused it: an operator (None) or ``"resync"`` (catching up by re-snapshot)
         self.paused_by = paused_by if paused else None
+        #: catch-ups by re-snapshot started in this process (counted by :mod:`cdc_projector.rebuild.resync`)
+        self.resyncs = 0
         self._source_closed = False
         self._on_pause_change = on_pause_change
         self._backlog_probe = backlog_probe
@@ -365,7 +367,7 @@ class ProjectionTelemetry:
             backlog_total = sum(self.backlog.values()) if self.backlog_at is not None else None
             out: dict[str, Any] = {
                 "name": self.name, "kind": self.kind, "sink": self.sink, "target": self.target,
-                "paused": self._paused, "paused_by": self.paused_by,
+                "paused": self._paused, "paused_by": self.paused_by, "resyncs": self.resyncs,
                 "applied": {
                     "position": self.applied_position,
                     "lsn": format_lsn(self.applied_lsn) if self.applied_lsn is not None else None,

@@ -112,6 +112,7 @@ class ResyncWatch:
     # ------------------------------------------------------------------ doing it
     def _start_rebuild(self, name: str) -> None:
         proj = self.telemetry.get(name)
+        proj.resyncs += 1
         if not proj.paused:
             proj.set_paused(True, by=RESYNC)
         answer = start_in_process(self.project, self.sinks, self.telemetry, name, mode="snapshot",

@@ -107,6 +107,10 @@ def test_a_far_behind_projection_is_rebuilt_and_swapped_in_instead_of_replayed(p
         wait_applied()
         st = status()
         assert all(p["state"] == "running" and not p["paused"] for p in st.values()), st
+        assert all(p["resyncs"] == 1 for p in st.values()), st                 # /metrics: resyncs_total
+        metrics = client.get("/metrics")
+        text = metrics.decode() if isinstance(metrics, bytes) else str(metrics)
+        assert all(f'cdc_projector_resyncs_total{{projection="{n}"}} 1.0' in text for n in NAMES), text[-2000:]
         verify_all()
 
         run_workload(pgdb.dsn, ops=150, seed=12)      # the live pipelines go on from the swap

@@ -66,6 +66,13 @@ def test_metrics_exposition(setup: tuple[Telemetry, PauseStore]) -> None:
     assert 'cdc_projector_state{projection="orders",state="running"} 1.0' in text
     assert 'cdc_projector_slo_breach{projection="orders"} 1.0' in text
     assert 'cdc_projector_dead_letters{projection="customers"} 0.0' in text
+    assert 'cdc_projector_resyncs_total{projection="orders"} 0.0' in text
+    t.projections["orders"].set_paused(True, by="resync")      # a catch-up by re-snapshot holds it
+    t.projections["orders"].resyncs += 1
+    text = client(t, store).get("/metrics").text
+    assert 'cdc_projector_resyncs_total{projection="orders"} 1.0' in text
+    assert 'cdc_projector_paused{projection="orders"} 0.0' in text          # not an operator's pause
+    assert 'cdc_projector_state{projection="orders",state="rebuilding"} 1.0' in text
 
 
 def test_wait_endpoint(setup: tuple[Telemetry, PauseStore]) -> None:
