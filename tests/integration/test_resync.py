@@ -105,12 +105,18 @@ def test_a_far_behind_projection_is_rebuilt_and_swapped_in_instead_of_replayed(p
         for name, job in jobs.items():
             assert job["state"] == "done" and job.get("swapped") is True, (name, job)
         wait_applied()
+        deadline = time.monotonic() + 180       # (another resync started by other tests' WAL ends too)
+        while any(p["state"] != "running" or p["paused"] for p in status().values()):
+            assert time.monotonic() < deadline, status()
+            time.sleep(1)
         st = status()
-        assert all(p["state"] == "running" and not p["paused"] for p in st.values()), st
-        assert all(p["resyncs"] == 1 for p in st.values()), st                 # /metrics: resyncs_total
+        # at least one each (other tests' WAL - the backlog is the cluster's - may start another)
+        assert all(p["resyncs"] >= 1 for p in st.values()), {n: p["resyncs"] for n, p in st.items()}
         metrics = client.get("/metrics")
         text = metrics.decode() if isinstance(metrics, bytes) else str(metrics)
-        assert all(f'cdc_projector_resyncs_total{{projection="{n}"}} 1.0' in text for n in NAMES), text[-2000:]
+        counted = {n: float(line.rsplit(" ", 1)[1]) for n in NAMES for line in text.splitlines()
+                   if line.startswith(f'cdc_projector_resyncs_total{{projection="{n}"}} ')}
+        assert set(counted) == set(NAMES) and all(v >= 1 for v in counted.values()), counted
         verify_all()
 
         run_workload(pgdb.dsn, ops=150, seed=12)      # the live pipelines go on from the swap
