@@ -121,21 +121,12 @@ class ConnectClient:
 
     def status(self, name: str) -> ConnectorState:
         """Connector and task states (ConnectError if the connector does not exist)."""
-        found = self.status_if_exists(name, missing_ok=False)
-        assert found is not None
-        return found
+        return _state(name, self._request("GET", f"/connectors/{name}/status").json())
 
-    def status_if_exists(self, name: str, missing_ok: bool = True) -> ConnectorState | None:
+    def status_if_exists(self, name: str) -> ConnectorState | None:
         """:meth:`status`, or None when the connector does not exist (e.g. deleted since it was listed)."""
-        resp = self._request("GET", f"/connectors/{name}/status", ok=(200, 404) if missing_ok else (200,))
-        if resp.status_code == 404:
-            return None
-        data = resp.json()
-        conn = data.get("connector", {})
-        tasks = tuple(TaskState(int(t.get("id", 0)), t.get("state", "UNKNOWN"), t.get("worker_id", ""),
-                                t.get("trace")) for t in data.get("tasks", []))
-        return ConnectorState(data.get("name", name), conn.get("state", "UNKNOWN"),
-                              conn.get("worker_id", ""), tasks, conn.get("trace"))
+        resp = self._request("GET", f"/connectors/{name}/status", ok=(200, 404))
+        return None if resp.status_code == 404 else _state(name, resp.json())
 
     def delete(self, name: str) -> bool:
         """Delete a connector; False when it did not exist."""
@@ -174,3 +165,12 @@ class ConnectClient:
             if time.monotonic() > deadline:
                 raise ConnectError(f"connector {name} still registered {timeout:.0f}s after DELETE")
             time.sleep(0.3)
+
+
+def _state(name: str, data: dict[str, Any]) -> ConnectorState:
+    """A ``GET /connectors/NAME/status`` answer as a :class:`ConnectorState`."""
+    conn = data.get("connector", {})
+    tasks = tuple(TaskState(int(t.get("id", 0)), t.get("state", "UNKNOWN"), t.get("worker_id", ""),
+                            t.get("trace")) for t in data.get("tasks", []))
+    return ConnectorState(data.get("name", name), conn.get("state", "UNKNOWN"),
+                          conn.get("worker_id", ""), tasks, conn.get("trace"))

@@ -263,7 +263,6 @@ class BulkSnapshot:
         self.chunk_rows = chunk_rows or CHUNK_ROWS
         self.on_rows = on_rows or (lambda n: None)
         self.stats = BulkStats(workers=self.workers)
-        self._first_seq = 1         # seq 0 is the snapshot-end truncate's (see replication.py)
 
     def reader(self) -> Any:
         """The source's untouched initial snapshot reader, or None (then nothing is done)."""
@@ -292,10 +291,10 @@ class BulkSnapshot:
         started = time.monotonic()
         directory = tempfile.mkdtemp(prefix="cdcp-bulk-")
         try:
-            lookups = self._load_lookups(reader, looked_up, directory)
+            lookups, looked_up_rows = self._load_lookups(reader, looked_up, directory)
             job = _Job(plan, self.pipeline.target, plan.root, columns, decoders,
                        layout.key_columns, reader.position_lsn, reader.encoding, directory, lookups)
-            self._load(reader, job, columns)
+            self._load(reader, job, columns, first_seq=looked_up_rows + 1)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
         self._finish(reader.position_lsn)
@@ -304,10 +303,11 @@ class BulkSnapshot:
 
     # ------------------------------------------------------------------
     def _load_lookups(self, reader: Any, layouts: Mapping[TableId, tuple[Any, Sequence[Any]]],
-                      directory: str) -> dict[TableId, dict[str, MirrorRow]]:
+                      directory: str) -> tuple[dict[TableId, dict[str, MirrorRow]], int]:
         """The looked-up tables, read here (they are usually small) before the workers fork
         (they inherit the rows): their mirror rows inserted, and by key id for the documents.
-        They take the first positions of the snapshot (``(C, 1..m)``), the root rows the next."""
+        They take the first positions of the snapshot (``(C, 1..m)``), the root rows the next;
+        returns the rows by table and key id, and ``m``."""
         from ..sinks.clickhouse.bulk import TableChunkEncoder
         from ..sources.postgres.snapshot import parse_copy_text
         plan, lsn = self.pipeline.plan, reader.position_lsn
@@ -324,7 +324,6 @@ class BulkSnapshot:
                 mrow = MirrorRow(table, key, row, Position(lsn, len(rows) + 1))
                 rows.append(mrow)
                 by_id[mrow.key_id] = mrow
-        self._first_seq = len(rows) + 1
         if rows:
             encoded = TableChunkEncoder(self.pipeline.target, directory).encode(
                 "lookups", [], rows, version(Position(lsn, len(rows))))
@@ -332,9 +331,9 @@ class BulkSnapshot:
             self.pipeline.target.bulk_write([encoded])
             self.stats.insert_s += time.perf_counter() - t0
             self.stats.rows += len(rows)
-        return found
+        return found, len(rows)
 
-    def _load(self, reader: Any, job: _Job, columns: Sequence[str]) -> None:
+    def _load(self, reader: Any, job: _Job, columns: Sequence[str], first_seq: int) -> None:
         ctx = multiprocessing.get_context("fork")
         window = self.insert_chunks + 2 * self.workers + 1     # chunks read, not inserted yet (memory, disk)
         tasks = ctx.Queue(maxsize=self.workers + 1)
@@ -342,7 +341,7 @@ class BulkSnapshot:
         slots = threading.Semaphore(window)
         stop = threading.Event()
         feed = _Feeder(reader, job.table, columns, tasks, slots, stop, self.chunk_rows, self.workers,
-                       first_seq=self._first_seq)
+                       first_seq=first_seq)
         ch = getattr(getattr(self.pipeline.target, "_sink", None), "_ch", None)
         locked = ch.path if ch is not None and getattr(ch, "embedded", False) else None
         procs = [ctx.Process(target=_worker, args=(job, tasks, results, os.getpid(), locked),
