@@ -203,8 +203,7 @@ class ClickHouseSwapper:
         return self.sink.ch
 
     def _exists(self, table: str) -> bool:
-        return bool(self.ch.query("SELECT 1 FROM system.tables WHERE database = {d:String} AND name = {n:String}",
-                                  {"d": self.ch.database, "n": table}))
+        return bool(self.ch.table_exists(table))
 
     def _comment(self, table: str) -> str:
         rows = self.ch.query("SELECT comment FROM system.tables WHERE database = {d:String} AND name = {n:String}",

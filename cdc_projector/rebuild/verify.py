@@ -141,9 +141,7 @@ def read_views(sink: Sink, plan: ProjectionPlan, changes: Sequence[ViewChange]
 
 def _ch_rows_without_spec(sink: Any, plan: ProjectionPlan) -> list[dict[str, Any]]:
     ch = sink.ch
-    exists = ch.query("SELECT 1 FROM system.tables WHERE database = {d:String} AND name = {n:String}",
-                      {"d": ch.database, "n": plan.target})
-    if not exists:
+    if not ch.table_exists(plan.target):
         return []
     rows = ch.query_dicts(f"SELECT * FROM {ch.qualified(plan.target)}")
     return [{"_key": orjson.dumps(r, default=str).decode(), **r} for r in rows]

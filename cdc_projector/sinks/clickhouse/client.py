@@ -195,6 +195,11 @@ class ClickHouse:
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"ClickHouse insert into {self.database}.{table} failed", self.url) from exc
 
+    def table_exists(self, table: str) -> bool:
+        """Is there a table or view ``table`` in this database?"""
+        return bool(self.query("SELECT 1 FROM system.tables WHERE database = {d:String} AND name = {n:String}",
+                               {"d": self.database, "n": table}))
+
     def qualified(self, table: str) -> str:
         """``\\`database\\`.\\`table\\``` with both names validated."""
         return f"{ident(self.database, 'database name')}.{ident(table, 'table name')}"

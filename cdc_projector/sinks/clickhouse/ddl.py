@@ -453,9 +453,7 @@ def plan(ch: ClickHouse, spec: Spec) -> Plan:
     if result.incompatible:
         result.statements = []
         return result
-    view_exists = bool(ch.query("SELECT 1 FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-                                {"db": ch.database, "t": spec.table}))
-    if result.statements or missing_any or not view_exists:
+    if result.statements or missing_any or not ch.table_exists(spec.table):
         result.statements.append(creates[-1])
     if stage is not None and isinstance(spec, AggregateSpec):
         found = _existing(ch, spec.table + "_stage")

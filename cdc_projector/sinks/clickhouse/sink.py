@@ -396,9 +396,7 @@ class ClickHouseProjectionTarget:
         done: dict[str, Any] = {}
         for suffix in ddl.plan_suffixes(self.plan, scratch=False):
             table = self.plan.target + suffix
-            found = ch.query("SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-                             {"db": ch.database, "t": table})
-            if not found or not found[0][0]:
+            if not ch.table_exists(table):
                 continue
             qualified = ch.qualified(table)
             rows, tombstones = ch.query(f"SELECT count(), countIf(_is_deleted = 1) FROM {qualified}")[0]
