@@ -145,6 +145,9 @@ class ProjectionTelemetry:
         self.resyncs = 0
         self._source_closed = False
         self._on_pause_change = on_pause_change
+        #: asked before an operator's resume; True: it handed the pause to a resync instead
+        #: (:meth:`cdc_projector.rebuild.resync.ResyncWatch.resuming`)
+        self.resume_hook: Callable[[str], bool] | None = None
         self._backlog_probe = backlog_probe
         self._backlog_sampled = 0.0
         self._changed = threading.Condition(self._lock)
@@ -157,6 +160,10 @@ class ProjectionTelemetry:
     def set_paused(self, paused: bool, by: str | None = None) -> None:
         """Pause or resume (takes effect before the pipeline's next poll); ``by``: who pauses
         (None: an operator; ``"resync"``: :mod:`cdc_projector.rebuild.resync`)."""
+        hook = self.resume_hook
+        if not paused and by is None and self._paused and self.paused_by is None and hook is not None \
+                and hook(self.name):
+            return                       # far behind: a resync holds it now instead of a replay
         with self._lock:
             changed = paused != self._paused
             if paused and not changed and by is None and self.paused_by == RESYNC:
@@ -166,6 +173,19 @@ class ProjectionTelemetry:
                 self.paused_by = by if paused else None
         if changed and self._on_pause_change is not None:
             self._on_pause_change(self.name, paused, by)
+
+    def hand_pause_to(self, by: str) -> None:
+        """Keep the pipeline held, now by ``by`` (an operator's pause becomes a resync's hold)."""
+        with self._lock:
+            if not self._paused or self.paused_by == by:
+                return
+            self.paused_by = by
+        if self._on_pause_change is not None:
+            self._on_pause_change(self.name, True, by)
+
+    def sample_backlog_now(self) -> None:
+        """Ask the slot / group for the backlog now (not waiting for the periodic sample)."""
+        self._sample_backlog(None, force=True)
 
     def set_rebuild(self, progress: Mapping[str, Any] | None) -> None:
         """Report rebuild progress (``{"phase": ..., "done": n, "total": m}``) or None when finished."""

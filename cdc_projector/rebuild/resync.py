@@ -26,7 +26,9 @@ completes an interrupted swap or resumes / starts over the shadow. A resync that
 fails before its swap (e.g. the sink is down) lets the live pipeline go on
 replaying and is not tried again for :data:`RETRY_AFTER_S`. An operator's pause
 during a resync outlasts it (the live pipeline stays paused after the swap).
-After a resync the projection is re-armed once its backlog fell below half the
+An operator's ``resume`` of a projection that far behind hands the pause over to
+the resync at once (:meth:`ResyncWatch.resuming`), so none of the backlog is
+replayed first. After a resync the projection is re-armed once its backlog fell below half the
 threshold, so a source writing faster than the projection can apply does not
 loop from one resync into the next.
 """
@@ -65,49 +67,83 @@ class ResyncWatch:
         self._armed: dict[str, bool] = {}
         self._failed_at: dict[str, float] = {}
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ the decision
     def due(self, name: str, proj: Any, now: float) -> bool:
         """Should ``name`` be resynced now?"""
-        at = proj.backlog_at
-        backlog = sum(proj.backlog.values()) if at is not None else 0
-        fresh = at is not None and now - at <= FRESH_S
-        if fresh and backlog < self.threshold / 2:
+        behind = self._behind(proj, now)
+        if behind is not None and behind < self.threshold / 2:
             self._armed[name] = True
-        job = self.jobs.jobs.get(name)
-        if job is not None and job.get("state") == "running":
-            return False
-        if now - self._failed_at.get(name, -RETRY_AFTER_S) < RETRY_AFTER_S:
+        if self._blocked(name, now):
             return False
         if proj.paused:
             return bool(proj.paused_by == RESYNC)      # held by a resync this process did not finish
-        if not fresh or backlog <= self.threshold or not self._armed.get(name, True):
+        if behind is None or behind <= self.threshold or not self._armed.get(name, True):
             return False
-        # running and writing: not in its initial snapshot (a resync would only start that over),
-        # not failing (a rebuild would fail the same way), not before its first batch
-        return proj.snapshot is None and proj.last_error is None and proj.state(now) == "running"
+        # running and writing: not before its first batch
+        return self._may(proj) and proj.state(now) == "running"
+
+    def _behind(self, proj: Any, now: float) -> int | None:
+        """The projection's backlog in bytes, if sampled lately."""
+        at = proj.backlog_at
+        return sum(proj.backlog.values()) if at is not None and now - at <= FRESH_S else None
+
+    def _blocked(self, name: str, now: float) -> bool:
+        """A resync of ``name`` is running, or one failed lately."""
+        job = self.jobs.jobs.get(name)
+        return (job is not None and job.get("state") == "running") or \
+            now - self._failed_at.get(name, -RETRY_AFTER_S) < RETRY_AFTER_S
+
+    @staticmethod
+    def _may(proj: Any) -> bool:
+        """Not in its initial snapshot (a resync would only start that over), not failing
+        (a rebuild would fail the same way)."""
+        return proj.snapshot is None and proj.last_error is None
 
     def check(self) -> list[str]:
         """One look at every projection; returns the names whose resync was started."""
         now = self.clock()
         started = []
         for name, proj in list(self.telemetry.projections.items()):
-            if self.due(name, proj, now):
-                self._armed[name] = False
-                backlog = sum(proj.backlog.values())
-                log.warning("%s: %.0f MB of WAL behind (runtime.resync_backlog_mb is %.0f): catching up "
-                            "by re-snapshot instead of replaying", name, backlog / 1e6, self.threshold / 1e6)
+            with self._lock:
+                if not self.due(name, proj, now):
+                    continue
                 held = proj.paused
-                try:
-                    self._start(name)
+                if self._begin(name, proj):
                     started.append(name)
-                except Exception as exc:  # noqa: BLE001 - the live pipeline goes on replaying
-                    log.error("%s: the resync did not start: %s", name, exc)
-                    self._failed_at[name] = self.clock()
-                    if not held and proj.paused_by == RESYNC:
-                        proj.set_paused(False)     # held just now: nothing of it was swapped
+                elif not held and proj.paused_by == RESYNC:
+                    proj.set_paused(False)     # held just now: nothing of it was swapped
         return started
+
+    def resuming(self, name: str) -> bool:
+        """An operator resumes ``name`` (the ``resume_hook`` of its telemetry): when it is far
+        behind, a resync takes the pause over before the live pipeline replays any of it
+        (True); otherwise, or when the resync does not start, the resume goes ahead (False)."""
+        proj = self.telemetry.get(name)
+        proj.sample_backlog_now()
+        with self._lock:
+            now = self.clock()
+            behind = self._behind(proj, now)
+            if behind is None or behind <= self.threshold or self._blocked(name, now) or not self._may(proj):
+                return False
+            proj.hand_pause_to(RESYNC)
+            return self._begin(name, proj)
+
+    def _begin(self, name: str, proj: Any) -> bool:
+        """Start the resync of ``name``: True when it started."""
+        self._armed[name] = False
+        log.warning("%s: %.0f MB of WAL behind (runtime.resync_backlog_mb is %.0f): catching up "
+                    "by re-snapshot instead of replaying", name, sum(proj.backlog.values()) / 1e6,
+                    self.threshold / 1e6)
+        try:
+            self._start(name)
+            return True
+        except Exception as exc:  # noqa: BLE001 - the live pipeline goes on replaying
+            log.error("%s: the resync did not start: %s", name, exc)
+            self._failed_at[name] = self.clock()
+            return False
 
     # ------------------------------------------------------------------ doing it
     def _start_rebuild(self, name: str) -> None:
@@ -141,12 +177,17 @@ class ResyncWatch:
 
     # ------------------------------------------------------------------ the thread
     def start(self) -> "ResyncWatch":
+        if self.threshold != float("inf"):
+            for proj in self.telemetry.projections.values():
+                proj.resume_hook = self.resuming
         self._thread = threading.Thread(target=self._loop, name="resync-watch", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        for proj in self.telemetry.projections.values():
+            proj.resume_hook = None
 
     def _loop(self) -> None:
         while not self._stop.wait(CHECK_EVERY_S):

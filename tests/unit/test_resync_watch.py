@@ -99,3 +99,48 @@ def test_a_failed_resync_lets_the_live_pipeline_replay_and_waits_before_the_next
     sample(proj, src, clock, 150 * MB)
     watch._start = lambda name: started.append(name)
     assert watch.check() == ["orders"]
+
+
+def _paused_far_behind(backlog: int) -> tuple[ResyncWatch, ProjectionTelemetry, list[str], list[tuple[str, bool, Any]]]:
+    """An operator's pause, the slot ``backlog`` bytes behind (asked through the probe)."""
+    clock = Clock()
+    tel = Telemetry()
+    changes: list[tuple[str, bool, Any]] = []
+    slot = {"pg:s": backlog}
+    proj = tel.add(ProjectionTelemetry("orders", clock=clock, paused=True, backlog_probe=lambda: slot,
+                                       on_pause_change=lambda n, v, by=None: changes.append((n, v, by))))
+    proj.opened(None)
+    started: list[str] = []
+    jobs = InProcessJobs()
+
+    def start(name: str) -> None:              # registered at once, as start_in_process does
+        started.append(name)
+        jobs.jobs[name] = {"state": "running"}
+    watch = ResyncWatch(ProjectFile(), {}, tel, jobs, 100 * MB, clock=clock, start=start)
+    watch._loop = lambda: None                 # (no thread: the hook alone)
+    watch.start()
+    return watch, proj, started, changes
+
+
+def test_resuming_far_behind_hands_the_pause_to_a_resync_before_any_replay() -> None:
+    watch, proj, started, changes = _paused_far_behind(150 * MB)
+    proj.set_paused(False)                     # `cdc-projector resume orders`
+    assert started == ["orders"] and proj.paused and proj.paused_by == RESYNC
+    assert proj.state() == "rebuilding" and changes == [("orders", True, RESYNC)]
+    assert watch.check() == []                 # the watch does not start a second one
+
+
+def test_resuming_near_or_without_the_watch_replays() -> None:
+    watch, proj, started, changes = _paused_far_behind(40 * MB)
+    proj.set_paused(False)
+    assert started == [] and not proj.paused and changes == [("orders", False, None)]
+
+    watch, proj, started, changes = _paused_far_behind(150 * MB)
+    watch._start = lambda name: (_ for _ in ()).throw(RuntimeError("sink down"))
+    proj.set_paused(False)                     # the resync did not start: the resume goes ahead
+    assert not proj.paused and proj.paused_by is None and changes[-1] == ("orders", False, None)
+
+    watch, proj, started, changes = _paused_far_behind(150 * MB)
+    watch.stop()
+    proj.set_paused(False)
+    assert started == [] and not proj.paused
