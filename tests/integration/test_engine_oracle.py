@@ -170,6 +170,7 @@ def test_sigkill_mid_workload_then_restart_matches_oracle(pgdb: PgDb, mongo_db: 
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         writer.join()
+        start = log.stat().st_size if log.exists() else 0
         proc = _run_cli(config, log)
         try:
             project = ProjectFile.model_validate(yaml.safe_load(config.read_text()))
@@ -179,9 +180,11 @@ def test_sigkill_mid_workload_then_restart_matches_oracle(pgdb: PgDb, mongo_db: 
             # the views must be checked as THIS run leaves them (the killed runs may have left
             # them equal to the oracle already, or this run may still reset a view whose
             # snapshot was interrupted): up (signal handlers installed before the "running"
-            # lines), then caught up with everything written, then the oracle
-            marker = f"running {DOCS[-1]} "
-            wait_until(lambda: _assert(log.read_text(errors="replace").count(marker) >= 5), alive)
+            # lines; counted in this run's part of the log only: a killed run under load may
+            # have died before printing its own), then caught up with everything written,
+            # then the oracle
+            marker = f"running {DOCS[-1]} ".encode()
+            wait_until(lambda: _assert(marker in log.read_bytes()[start:]), alive)
             lsn = current_lsn(pgdb.dsn)
             url = f"http://127.0.0.1:{project.runtime.http.port}"
             wait_until(lambda: _applied(lsn, url), alive)

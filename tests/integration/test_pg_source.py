@@ -186,7 +186,7 @@ def test_restart_from_checkpoint_resumes_exactly(pgdb: PgDb) -> None:
     src = new_source(pgdb, ["public.countries"], snapshot="never")
     slot = src.slot_name
     src.open(lambda ids: {})
-    src.poll(10, 0.1)
+    src.poll(2, 0.1)      # (the batch size of what is read ahead)
     for i in range(5):
         execute(pgdb, ("INSERT INTO countries VALUES (%s, 'x', NULL)", (f"A{i}",)))
     first, cp1 = collect(src, lambda ev: len(ev) >= 2, max_events=2)
@@ -225,7 +225,10 @@ def test_only_ack_moves_confirmed_flush_lsn(pgdb: PgDb) -> None:
             src.poll(10, 0.3)
         assert confirmed_flush(pgdb, src.slot_name) == start
         src.ack(cp)
-        src.poll(10, 0.1)
+        for _ in range(20):                 # the read-ahead thread sends it (woken by the ack)
+            src.poll(10, 0.1)
+            if confirmed_flush(pgdb, src.slot_name) >= cp[f"pg:{src.slot_name}"]:
+                break
         # at the ack, or past it over WAL that holds nothing for the slot: once everything
         # received is acked, psycopg2 moves the flush position to a keepalive's WAL end
         assert confirmed_flush(pgdb, src.slot_name) >= cp[f"pg:{src.slot_name}"] > start
@@ -264,7 +267,7 @@ def test_oversized_transaction_keeps_previous_checkpoint(pgdb: PgDb) -> None:
     src.open(lambda ids: {})
     try:
         execute(pgdb, "INSERT INTO countries VALUES ('AA', 'x', NULL)")
-        _, cp0 = collect(src, lambda ev: len(ev) >= 1)
+        _, cp0 = collect(src, lambda ev: len(ev) >= 1, max_events=10, timeout_s=0.3)   # (as read ahead next)
         execute(pgdb, "INSERT INTO countries SELECT chr(75 + g / 5) || chr(65 + g % 5), 'x', NULL FROM generate_series(0, 24) g")
         batches = []
         total = 0

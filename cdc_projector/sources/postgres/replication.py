@@ -39,10 +39,17 @@ only thing that advances the slot's ``confirmed_flush_lsn``, and the engine call
 it only after the sink is durable. (psycopg2 itself moves the flush position on
 to the server's WAL end on a keepalive once everything received has been acked:
 that WAL holds nothing for us, so this is the same as acking a heartbeat.)
+
+Read-ahead (``read_ahead=True``, the default): while streaming, a thread reads and
+decodes the next batch while the pipeline projects and writes the current one
+(:mod:`.readahead`). That thread owns the stream then: an ``ack`` the pipeline
+cannot send at once wakes it (a pipe in its ``select``) and it sends it before
+reading on; :meth:`PostgresSource.close` sends a pending one before disconnecting.
 """
 from __future__ import annotations
 
 import logging
+import os
 import select
 import threading
 import time
@@ -55,6 +62,7 @@ from ...events import ChangeEvent, Op, Position, TableId, format_lsn
 from ..base import Batch, Checkpoint, ResumeFn
 from .pgoutput import Committed, PgOutputDecoder
 from .preflight import check_capture
+from .readahead import ReadAhead
 from .slot import check_slot_name, connect, create_slot, get_slot
 from .snapshot import SnapshotReader, TableSnapshot, primary_key
 from .typecodec import catalog_resolver
@@ -82,7 +90,7 @@ class PostgresSource:
     def __init__(self, dsn: str, *, slot_name: str, publication: str,
                  tables: Iterable[TableId | str] = (), snapshot: SnapshotMode = "initial",
                  heartbeat_s: float = 10.0, snapshot_chunk: int = 10_000, messages: bool = False,
-                 backlog_interval_s: float = 5.0) -> None:
+                 backlog_interval_s: float = 5.0, read_ahead: bool = True) -> None:
         self.dsn = dsn
         self.slot_name = check_slot_name(slot_name)
         self.publication = publication
@@ -94,6 +102,12 @@ class PostgresSource:
         self.snapshot_chunk = snapshot_chunk
         self.messages = messages
         self.backlog_interval_s = backlog_interval_s
+        self.read_ahead = read_ahead
+        self._ahead: ReadAhead[Batch] | None = None
+        self._taken: list[Batch] = []      # read ahead, then the reader was stopped: delivered first
+        self._poll_args = (1, 0.0)           # (max_events, timeout_s) of the latest poll
+        self._wake: tuple[int, int] | None = None   # a pipe: an ack wakes the read-ahead's select
+        self._ack_sent = 0
         self.stream_id = f"pg:{slot_name}"
         self._meta: Any = None
         self._repl: Any = None
@@ -175,7 +189,7 @@ class PostgresSource:
                     self._cutoffs[table] = done_at
                 elif done_at <= 0 and initial:
                     self._requested.append(table)
-        self._last_end = self._acked = self._start_lsn
+        self._last_end = self._acked = self._ack_sent = self._start_lsn
 
     def _check_slot(self, slot: Any) -> None:
         if slot.plugin != "pgoutput":
@@ -243,12 +257,27 @@ class PostgresSource:
         """Next batch: snapshot chunks first, then streamed transactions (never split unless oversized)."""
         if self._decoder is None:
             raise SourceError("PostgresSource.poll() before open()", hint="call open() first")
+        if self._ahead is not None and self._requested:
+            self._taken.extend(self._ahead.stop())  # the stream up to here first, then the snapshot
+            self._ahead = None
+        if self._taken:
+            return self._taken.pop(0)
         if self._snapshot is None and self._requested and not self._decoder.in_transaction:
             self._start_table_snapshot()
         if self._snapshot is not None:
             return self._poll_snapshot(max_events)
         if not self._streaming:
             self._start_streaming()
+        if self.read_ahead and not self._requested:
+            self._poll_args = (max_events, timeout_s)     # for the batches read from now on
+            if self._ahead is None:
+                if self._wake is None:
+                    self._wake = os.pipe()
+                    for fd in self._wake:
+                        os.set_blocking(fd, False)
+                self._ahead = ReadAhead(lambda: self._poll_stream(*self._poll_args),
+                                        name=f"read-ahead-{self.slot_name}")
+            return self._ahead.get(timeout_s)
         return self._poll_stream(max_events, timeout_s)
 
     def _start_table_snapshot(self) -> None:
@@ -358,6 +387,8 @@ class PostgresSource:
         poison: list[tuple[object, dict[str, object], str]] = []
         try:
             while True:
+                if self._acked > self._ack_sent:
+                    self._send_ack()
                 msg = cur.read_message()
                 if msg is not None:
                     self._last_activity = time.monotonic()
@@ -411,7 +442,12 @@ class PostgresSource:
                                0.1 if self._hb_requested_at is not None else wait)
                     if events:
                         wait = min(wait, max(0.001, self._last_activity + self.linger_s - now))
-                select.select([cur], [], [], wait)
+                if self._wake is None:
+                    select.select([cur], [], [], wait)
+                else:                                          # an ack to send wakes the read-ahead
+                    ready = select.select([cur, self._wake[0]], [], [], wait)[0]
+                    if self._wake[0] in ready:
+                        os.read(self._wake[0], 4096)
         except psycopg2.Error as exc:
             raise SourceError(f"replication stream from slot {self.slot_name!r} failed: {str(exc).strip()}",
                               hint="the source restarts from the last acknowledged position") from None
@@ -434,17 +470,29 @@ class PostgresSource:
         if not lsn or lsn <= self._acked:
             return
         self._acked = lsn
-        if self._cur is not None and self._streaming:
-            try:
-                with self._cur_lock:
-                    self._cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, force=True)
-                    self._last_feedback = time.monotonic()
-            except psycopg2.Error as exc:
-                raise SourceError(f"cannot acknowledge {format_lsn(lsn)} on slot {self.slot_name!r}: "
-                                  f"{str(exc).strip()}", hint="the next run resumes from the sink's checkpoint") from None
-        else:
-            # not streaming yet (snapshot phase): the slot is already at its consistent point
-            pass
+        if self._cur is None or not self._streaming:
+            return      # not streaming yet (snapshot phase): the slot is already at its consistent point
+        if not self._cur_lock.acquire(blocking=self._ahead is None or not self._ahead.running):
+            if self._wake is not None:
+                try:
+                    os.write(self._wake[1], b"a")   # the read-ahead thread polls the stream: it sends it
+                except BlockingIOError:
+                    pass                            # (woken already)
+            return
+        try:
+            self._send_ack()
+        except psycopg2.Error as exc:
+            raise SourceError(f"cannot acknowledge {format_lsn(lsn)} on slot {self.slot_name!r}: "
+                              f"{str(exc).strip()}", hint="the next run resumes from the sink's checkpoint") from None
+        finally:
+            self._cur_lock.release()
+
+    def _send_ack(self) -> None:
+        """Send the acknowledged position (the stream's lock held)."""
+        lsn = self._acked
+        self._cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, force=True)
+        self._ack_sent = lsn
+        self._last_feedback = time.monotonic()
 
     def backlog(self) -> dict[str, int]:
         """WAL bytes between the server's current WAL position and the last acknowledged one (cached)."""
@@ -462,7 +510,21 @@ class PostgresSource:
         return result
 
     def close(self) -> None:
-        """Disconnect without acknowledging anything more."""
+        """Disconnect (after sending an acknowledgement the read-ahead thread had not sent yet)."""
+        if self._ahead is not None:
+            self._ahead.stop()              # what it read is not acked: the next open reads it again
+            self._ahead = None
+        self._taken = []
+        if self._wake is not None:
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
+        if self._cur is not None and self._streaming and self._acked > self._ack_sent:
+            try:
+                with self._cur_lock:
+                    self._send_ack()
+            except psycopg2.Error as exc:
+                log.debug("final ack on slot %s failed: %s", self.slot_name, exc)
         self._keepalive_stop.set()
         if self._keepalive is not None:
             self._keepalive.join(timeout=5)
