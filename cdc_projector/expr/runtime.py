@@ -59,8 +59,7 @@ def _weight_first(d: Decimal) -> tuple[int, int]:
         return 0, 0
     d = d.copy_abs()
     weight = d.adjusted() // 4
-    first = int(d.scaleb(-4 * weight, context=CTX).to_integral_value(rounding=ROUND_FLOOR))
-    return weight, first
+    return weight, int(d.scaleb(-4 * weight, context=CTX))      # int() truncates: the floor here
 
 
 def div_scale(a: Decimal, b: Decimal) -> int:
@@ -79,29 +78,21 @@ def round_to_scale(num: int, den: int, scale: int) -> Decimal:
     """``num/den`` rounded half away from zero to ``scale`` digits, exactly."""
     if den < 0:
         num, den = -num, -den
-    sign = 1 if num < 0 else 0
     q, r = divmod(abs(num), den)
     if 2 * r >= den:
         q += 1
-    if q == 0:
-        sign = 0
-    return Decimal((sign, tuple(int(c) for c in str(q)), -scale))
-
-
-def _ratio(d: Decimal) -> tuple[int, int]:
-    sign, digits, exp = d.as_tuple()
-    n = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
-    assert isinstance(exp, int)
-    return (n * 10 ** exp, 1) if exp >= 0 else (n, 10 ** -exp)
+    result = Decimal(q).scaleb(-scale, context=CTX)
+    return result.copy_negate() if num < 0 and q else result
 
 
 def numeric_div(a: Decimal, b: Decimal) -> Decimal:
-    """PostgreSQL ``numeric / numeric``: scale by select_div_scale, rounded half away from zero."""
+    """PostgreSQL ``numeric / numeric``: scale by select_div_scale, rounded half away from zero
+    (exact: integer arithmetic on the operands' ratios, no intermediate rounding)."""
     if b.is_zero():
         raise fail("division by zero")
     scale = div_scale(a, b)
-    an, ad = _ratio(a)
-    bn, bd = _ratio(b)
+    an, ad = a.as_integer_ratio()
+    bn, bd = b.as_integer_ratio()
     return round_to_scale(an * bd * 10 ** scale, ad * bn, scale)
 
 

@@ -41,8 +41,8 @@ to the server's WAL end on a keepalive once everything received has been acked:
 that WAL holds nothing for us, so this is the same as acking a heartbeat.)
 
 Read-ahead (``read_ahead=True``, the default): while streaming, a thread reads and
-decodes the next batch while the pipeline projects and writes the current one
-(:mod:`.readahead`). That thread owns the stream then: an ``ack`` the pipeline
+decodes what follows while the pipeline projects and writes the current batch; the
+next poll takes all of it as one batch (:mod:`.readahead`). That thread owns the stream then: an ``ack`` the pipeline
 cannot send at once wakes it (a pipe in its ``select``) and it sends it before
 reading on; :meth:`PostgresSource.close` sends a pending one before disconnecting.
 """
@@ -104,7 +104,7 @@ class PostgresSource:
         self.backlog_interval_s = backlog_interval_s
         self.read_ahead = read_ahead
         self._ahead: ReadAhead[Batch] | None = None
-        self._taken: list[Batch] = []      # read ahead, then the reader was stopped: delivered first
+        self._taken: Batch | None = None   # read ahead, then the reader was stopped: delivered first
         self._poll_args = (1, 0.0)           # (max_events, timeout_s) of the latest poll
         self._wake: tuple[int, int] | None = None   # a pipe: an ack wakes the read-ahead's select
         self._ack_sent = 0
@@ -258,10 +258,11 @@ class PostgresSource:
         if self._decoder is None:
             raise SourceError("PostgresSource.poll() before open()", hint="call open() first")
         if self._ahead is not None and self._requested:
-            self._taken.extend(self._ahead.stop())  # the stream up to here first, then the snapshot
+            self._taken = self._ahead.stop()    # the stream up to here first, then the snapshot
             self._ahead = None
-        if self._taken:
-            return self._taken.pop(0)
+        if self._taken is not None:
+            taken, self._taken = self._taken, None
+            return taken
         if self._snapshot is None and self._requested and not self._decoder.in_transaction:
             self._start_table_snapshot()
         if self._snapshot is not None:
@@ -275,7 +276,8 @@ class PostgresSource:
                     self._wake = os.pipe()
                     for fd in self._wake:
                         os.set_blocking(fd, False)
-                self._ahead = ReadAhead(lambda: self._poll_stream(*self._poll_args),
+                self._ahead = ReadAhead(lambda: self._poll_stream(*self._poll_args), _merged,
+                                        lambda b: len(b.events) >= self._poll_args[0],
                                         name=f"read-ahead-{self.slot_name}")
             return self._ahead.get(timeout_s)
         return self._poll_stream(max_events, timeout_s)
@@ -514,7 +516,7 @@ class PostgresSource:
         if self._ahead is not None:
             self._ahead.stop()              # what it read is not acked: the next open reads it again
             self._ahead = None
-        self._taken = []
+        self._taken = None
         if self._wake is not None:
             for fd in self._wake:
                 os.close(fd)
@@ -541,3 +543,11 @@ class PostgresSource:
         self._repl = self._meta = self._cur = None
         self._streaming = False
         self._decoder = None
+
+
+def _merged(first: Batch, then: Batch) -> Batch:
+    """Two consecutive stream batches as one (the later positions win)."""
+    first.events.extend(then.events)
+    first.poison.extend(then.poison)
+    first.checkpoint.update(then.checkpoint)
+    return first
