@@ -1,7 +1,7 @@
 """Commit-to-view lag under a steady write load: p50/p95/p99 per projection.
 
     python bench/lag_slo.py --rate 5000 --seconds 60 [--projection orders_flat ...] [--process-per-projection]
-                            [--writer steady|workload]
+                            [--writer steady|workload] [--read-ahead]
 
 Writes ``--rate`` row changes/s into a fresh sample database - ``steady``: set-based
 transactions on ``orders`` every 20 ms (cdc_projector/sample/steady.py);
@@ -108,6 +108,8 @@ def main() -> int:
                     help="one `run --projection NAME` process per projection (each with its own chDB "
                          "directory and slot) instead of one process running them all")
     ap.add_argument("--batch-size", type=int, default=5000, help="runtime.batch_size (batches also end after 100 ms)")
+    ap.add_argument("--read-ahead", action="store_true",
+                    help="source.read_ahead: true (a thread decodes the stream while the pipeline writes)")
     args = ap.parse_args()
     names = tuple(args.projection or ("orders_flat", "revenue_by_day"))
     tmp = Path(tempfile.mkdtemp(prefix="cdcp_lag_"))
@@ -121,7 +123,8 @@ def main() -> int:
             home = tmp / f"p{i}"
             home.mkdir()
             config = write_config(home / "shop.yaml", db, MONGODB_URL, mongo_db, port, group,
-                                  batch_size=args.batch_size, clickhouse_url=f"chdb://{home / 'chdb'}")
+                                  batch_size=args.batch_size, clickhouse_url=f"chdb://{home / 'chdb'}",
+                                  read_ahead=args.read_ahead)
             runs.append(Projector(config, home / "state", port, home / "run.log"))
         try:
             for r in runs:
@@ -147,7 +150,7 @@ def main() -> int:
                 "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.node()} {os.cpu_count()} cpu "
                                                                    f"{platform.machine()}",
                 "load_average": os.getloadavg(), "writer": args.writer, "projections": names,
-                "target_rate": args.rate, "achieved_ops_per_s": round(ops / wrote_s, 1),
+                "read_ahead": args.read_ahead, "target_rate": args.rate, "achieved_ops_per_s": round(ops / wrote_s, 1),
                 "achieved_row_changes_per_s": round(rows / wrote_s, 1), "transactions": transactions,
                 "seconds": round(wrote_s, 1), "catch_up_after_load_s": round(catch_up_s, 1),
                 "caught_up": all(d.returncode == 0 for d in done), "processes": len(runs),

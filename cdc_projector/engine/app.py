@@ -44,7 +44,7 @@ def make_source(kind: SourceKind, project: ProjectFile, plan: ProjectionPlan) ->
         if not src.dsn:
             raise SourceError("source.dsn is not set", hint="set source.dsn (or SOURCE_DSN) to the legacy database's DSN")
         return PostgresSource(src.dsn, slot_name=slot_for(src.slot_name, plan.name),
-                              publication=src.publication, tables=plan.tables)
+                              publication=src.publication, tables=plan.tables, read_ahead=src.read_ahead)
     if kind == "kafka":
         from ..sources.debezium.kafka import for_projection
         kafka = project.runtime.kafka

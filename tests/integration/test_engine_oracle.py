@@ -34,14 +34,16 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ("customer_profile", "order_document", "product_catalog")
 
 
-def project_dict(db: PgDb, mongo_db: str, slot: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def project_dict(db: PgDb, mongo_db: str, slot: str, extra: dict[str, Any] | None = None,
+                 read_ahead: bool = False) -> dict[str, Any]:
     """shop.yaml's document projections, pointed at this test's database, slot and sink."""
     data = yaml.safe_load((ROOT / "projections" / "shop.yaml").read_text())
     projections = {n: p for n, p in data["projections"].items() if n in DOCS}
     projections.update(extra or {})
     return {
         "version": 1,
-        "source": {"dsn": db.capture_dsn, "slot_name": slot, "publication": db.publication},
+        "source": {"dsn": db.capture_dsn, "slot_name": slot, "publication": db.publication,
+                   "read_ahead": read_ahead},
         "sinks": {"docs": {"type": "mongodb", "url": MONGODB_URL, "database": mongo_db}},
         "runtime": {"batch_size": 500, "batch_ms": 100, "http": {"port": _free_port()}},
         "projections": projections,
@@ -92,9 +94,12 @@ def check_oracle(dsn: str, mongo_db: str, collections: dict[str, str]) -> None:
         client.close()
 
 
-def test_direct_source_matches_oracle_across_restarts(pgdb: PgDb, mongo_db: str) -> None:  # noqa: F811
+@pytest.mark.parametrize("read_ahead", [False, True], ids=["inline", "read-ahead"])
+def test_direct_source_matches_oracle_across_restarts(pgdb: PgDb, mongo_db: str,  # noqa: F811
+                                                      read_ahead: bool) -> None:
     seed(pgdb.dsn, customers=40, products=20, orders=150, seed=3)
-    project = ProjectFile.model_validate(project_dict(pgdb, mongo_db, f"t_{uuid.uuid4().hex[:8]}"))
+    project = ProjectFile.model_validate(project_dict(pgdb, mongo_db, f"t_{uuid.uuid4().hex[:8]}",
+                                                      read_ahead=read_ahead))
     collections = {n: project.projections[n].collection or n for n in DOCS}
     for round_no in range(3):
         running = Running(project)
@@ -157,7 +162,9 @@ def test_sigkill_mid_workload_then_restart_matches_oracle(pgdb: PgDb, mongo_db: 
                                                           tmp_path: Path) -> None:
     seed(pgdb.dsn, customers=40, products=20, orders=150, seed=9)
     config = tmp_path / "project.yaml"
-    config.write_text(yaml.safe_dump(project_dict(pgdb, mongo_db, f"t_{uuid.uuid4().hex[:8]}")))
+    # read ahead (the other mode's SIGKILLs: test_direct_crash.py): a batch read and not
+    # yet applied dies with the process and comes again from the slot
+    config.write_text(yaml.safe_dump(project_dict(pgdb, mongo_db, f"t_{uuid.uuid4().hex[:8]}", read_ahead=True)))
     log = tmp_path / "run.log"
     stop = threading.Event()
     writer = threading.Thread(target=run_workload, kwargs=dict(dsn=pgdb.dsn, ops=600, rate=60, seed=11, stop=stop))

@@ -80,6 +80,14 @@ def execute(db: PgDb, *statements: str | tuple[str, tuple[Any, ...]]) -> None:
         conn.close()
 
 
+@pytest.fixture(autouse=True, params=[False, True], ids=["inline", "read-ahead"])
+def read_ahead(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Every test of this module in both modes: the stream read in the caller's thread, and
+    read ahead by a thread (``source.read_ahead``)."""
+    monkeypatch.setitem(PostgresSource.__init__.__kwdefaults__, "read_ahead", request.param)
+    return bool(request.param)
+
+
 def new_source(db: PgDb, tables: Iterable[str], **kw: Any) -> PostgresSource:
     kw.setdefault("heartbeat_s", 3600)
     return PostgresSource(db.capture_dsn, slot_name=f"cdcp_{uuid.uuid4().hex[:10]}",

@@ -40,7 +40,7 @@ it only after the sink is durable. (psycopg2 itself moves the flush position on
 to the server's WAL end on a keepalive once everything received has been acked:
 that WAL holds nothing for us, so this is the same as acking a heartbeat.)
 
-Read-ahead (``read_ahead=True``, the default): while streaming, a thread reads and
+Read-ahead (``read_ahead=True``; off by default, see docs/operations.md): while streaming, a thread reads and
 decodes what follows while the pipeline projects and writes the current batch; the
 next poll takes all of it as one batch (:mod:`.readahead`). That thread owns the stream then: an ``ack`` the pipeline
 cannot send at once wakes it (a pipe in its ``select``) and it sends it before
@@ -90,7 +90,7 @@ class PostgresSource:
     def __init__(self, dsn: str, *, slot_name: str, publication: str,
                  tables: Iterable[TableId | str] = (), snapshot: SnapshotMode = "initial",
                  heartbeat_s: float = 10.0, snapshot_chunk: int = 10_000, messages: bool = False,
-                 backlog_interval_s: float = 5.0, read_ahead: bool = True) -> None:
+                 backlog_interval_s: float = 5.0, read_ahead: bool = False) -> None:
         self.dsn = dsn
         self.slot_name = check_slot_name(slot_name)
         self.publication = publication
