@@ -12,7 +12,7 @@ import datetime as dt
 import math
 import re
 import uuid
-from decimal import (ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal, DivisionByZero,
+from decimal import (ROUND_HALF_UP, Context, Decimal, DivisionByZero,
                      InvalidOperation, Overflow)
 from functools import lru_cache
 from typing import Any, Callable

@@ -40,9 +40,10 @@ it only after the sink is durable. (psycopg2 itself moves the flush position on
 to the server's WAL end on a keepalive once everything received has been acked:
 that WAL holds nothing for us, so this is the same as acking a heartbeat.)
 
-Read-ahead (``read_ahead=True``; off by default, see docs/operations.md): while streaming, a thread reads and
-decodes what follows while the pipeline projects and writes the current batch; the
-next poll takes all of it as one batch (:mod:`.readahead`). That thread owns the stream then: an ``ack`` the pipeline
+Read-ahead (``read_ahead=True``; off by default, see docs/operations.md): while
+streaming, a thread reads and decodes what follows while the pipeline projects and
+writes the current batch; the next poll takes all of it as one batch
+(:mod:`.readahead`). That thread owns the stream then: an ``ack`` the pipeline
 cannot send at once wakes it (a pipe in its ``select``) and it sends it before
 reading on; :meth:`PostgresSource.close` sends a pending one before disconnecting.
 """
