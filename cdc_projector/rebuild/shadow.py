@@ -244,17 +244,20 @@ class ClickHouseSwapper:
                             f"'{self.marker(token)}'")
 
     def swap_mirror(self) -> None:
-        from ..sinks.clickhouse.state import MIRROR
+        from ..sinks.clickhouse.state import CHECKPOINT_TABLE, MIRROR
         mirror = self.ch.qualified(MIRROR)
         self.sink.state.ensure()
-        self.ch.command(f"DELETE FROM {mirror} WHERE projection_name = {{p:String}}", {"p": self.live.name})
+        # the checkpoint rows (source_table '') stay: the live one is written after the swap,
+        # the shadow's (the journal) is dropped with the leftovers
+        self.ch.command(f"DELETE FROM {mirror} WHERE projection_name = {{p:String}} AND source_table != {{t:String}}",
+                        {"p": self.live.name, "t": CHECKPOINT_TABLE})
         # every stored version is copied (no FINAL: cheaper). Every mirror read is FINAL and
         # keeps the highest _version of a key, so the copy reads exactly like the shadow; two
         # versions of a key with equal _version are the same change (same position), same row
         self.ch.command(f"INSERT INTO {mirror} (projection_name, {MIRROR_COLUMNS}) "
                         f"SELECT {{live:String}}, {MIRROR_COLUMNS} FROM {mirror} "
-                        "WHERE projection_name = {shadow:String}",
-                        {"live": self.live.name, "shadow": self.shadow.name})
+                        "WHERE projection_name = {shadow:String} AND source_table != {t:String}",
+                        {"live": self.live.name, "shadow": self.shadow.name, "t": CHECKPOINT_TABLE})
 
     def swap_view(self, token: int) -> None:
         mark = self.marker(token)

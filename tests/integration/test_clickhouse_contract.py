@@ -315,6 +315,30 @@ def test_sink_protocol_with_the_engine_projector(backend: tuple[str, str]) -> No
         sink.close()
 
 
+def test_checkpoint_rides_in_the_mirror_insert_and_an_earlier_versions_row_is_read(ch: Any) -> None:
+    from cdc_projector.sinks.clickhouse.state import CHECKPOINTS, StateTables
+    state = StateTables(ch)
+    state.ensure()
+    assert state.load_checkpoint("p") is None
+    # a checkpoint written by a version that kept them in `_cdcp_checkpoints`
+    ch.insert(CHECKPOINTS, [["p", '{"pg:s": 100}', 90, 2, 1, 7, 1.5, 5, '{"a": 1}']],
+              ["projection_name", "streams", "position_lsn", "position_seq", "has_position", "commit_ts_us",
+               "updated_at", "_version", "definition"],
+              ["String", "String", "UInt64", "UInt64", "UInt8", "Nullable(Int64)", "Float64", "UInt128", "String"])
+    assert state.load_checkpoint("p") == ({"pg:s": 100}, Position(90, 2), 7, 1.5, 5, '{"a": 1}')
+    # the next one goes into the mirror, with a higher version: it wins
+    state.write_checkpoint("p", {"pg:s": 200}, Position(190, 0), 8, 6, '{"a": 2}')
+    streams, position, ts, _updated, ver, definition = state.load_checkpoint("p")  # type: ignore[misc]
+    assert (streams, position, ts, ver, definition) == ({"pg:s": 200}, Position(190, 0), 8, 6, '{"a": 2}')
+    state.write_checkpoint("p", {"pg:s": 300}, None, None, 7)
+    assert state.load_checkpoint("p")[:3] + state.load_checkpoint("p")[4:] == ({"pg:s": 300}, None, None, 7, "")  # type: ignore[index]
+    rows = ch.query(f"SELECT source_table, key_id, count() FROM {ch.qualified('_cdcp_mirror')} "
+                    "WHERE projection_name = 'p' GROUP BY source_table, key_id")
+    assert [(r[0], r[1]) for r in rows] == [("", "")]        # one key: the checkpoint row
+    state.drop_projection("p")
+    assert state.load_checkpoint("p") is None
+
+
 def test_mirror_store_remembers_exactly_what_is_stored(backend: tuple[str, str],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The mirror store keeps the rows it loaded and wrote: loads agree with a fresh store that

@@ -30,7 +30,7 @@ from ..base import StoredCheckpoint, ViewChange, WriteStats, register_planner, r
 from . import ddl
 from .aggregates import AggregateView
 from .client import ClickHouse, connect, trace
-from .state import MIRROR, MIRROR_NAMES, StateTables, dumps, loads, mirror_record, version
+from .state import MIRROR, MIRROR_NAMES, StateTables, checkpoint_record, dumps, loads, mirror_record, version
 from .tables import TableView
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -160,10 +160,12 @@ class ClickHouseStateStore:
     def find_all(self, table: TableId) -> list["MirrorRow"]:
         return self._rows(table, self._state.mirror_all(self.projection, table))
 
-    def write(self, rows: Sequence["MirrorRow"]) -> None:
+    def write(self, rows: Sequence["MirrorRow"], extra: Sequence[list[Any]] = ()) -> None:
+        """Store ``rows``, and ``extra`` mirror records (a checkpoint) in the same insert."""
         projection, indexed = self.projection, self._indexed
         out = [mirror_record(projection, r, None if indexed is None else indexed.get(r.table, ()))
                for r in rows]
+        out.extend(extra)
         if not out:
             return
         try:
@@ -328,14 +330,15 @@ class ClickHouseProjectionTarget:
             stats.rejected = len(rejected)
             for change, error in rejected:
                 self._dead_letter(change, error)
-        self._state.write(rows)
-        if checkpoint is not None:
+        extra: list[list[Any]] = []
+        if checkpoint is not None:                 # one insert with the mirror rows (state.py)
             if self._ckpt_version < 0:
                 self.load_checkpoint()
             ck_ver = max(version(checkpoint.position), self._ckpt_version + 1)
-            self._sink.state.write_checkpoint(self.plan.name, dict(checkpoint.streams), checkpoint.position,
-                                              checkpoint.commit_ts_us, ck_ver,
-                                              fingerprints.dumps(checkpoint.definition))
+            extra.append(checkpoint_record(self.plan.name, dict(checkpoint.streams), checkpoint.position,
+                                           checkpoint.commit_ts_us, ck_ver, fingerprints.dumps(checkpoint.definition)))
+        self._state.write(rows, extra)
+        if extra:
             self._ckpt_version = ck_ver
         trace("write", t0, self.plan.name, len(changes))
         return stats
