@@ -316,7 +316,7 @@ def test_sink_protocol_with_the_engine_projector(backend: tuple[str, str]) -> No
 
 
 def test_checkpoint_rides_in_the_mirror_insert_and_an_earlier_versions_row_is_read(ch: Any) -> None:
-    from cdc_projector.sinks.clickhouse.state import CHECKPOINTS, StateTables
+    from cdc_projector.sinks.clickhouse.state import CHECKPOINTS, StateTables, checkpoint_record
     state = StateTables(ch)
     state.ensure()
     assert state.load_checkpoint("p") is None
@@ -327,10 +327,10 @@ def test_checkpoint_rides_in_the_mirror_insert_and_an_earlier_versions_row_is_re
               ["String", "String", "UInt64", "UInt64", "UInt8", "Nullable(Int64)", "Float64", "UInt128", "String"])
     assert state.load_checkpoint("p") == ({"pg:s": 100}, Position(90, 2), 7, 1.5, 5, '{"a": 1}')
     # the next one goes into the mirror, with a higher version: it wins
-    state.write_checkpoint("p", {"pg:s": 200}, Position(190, 0), 8, 6, '{"a": 2}')
+    state.mirror_write([checkpoint_record("p", {"pg:s": 200}, Position(190, 0), 8, 6, '{"a": 2}')])
     streams, position, ts, _updated, ver, definition = state.load_checkpoint("p")  # type: ignore[misc]
     assert (streams, position, ts, ver, definition) == ({"pg:s": 200}, Position(190, 0), 8, 6, '{"a": 2}')
-    state.write_checkpoint("p", {"pg:s": 300}, None, None, 7)
+    state.mirror_write([checkpoint_record("p", {"pg:s": 300}, None, None, 7)])
     assert state.load_checkpoint("p")[:3] + state.load_checkpoint("p")[4:] == ({"pg:s": 300}, None, None, 7, "")  # type: ignore[index]
     rows = ch.query(f"SELECT source_table, key_id, count() FROM {ch.qualified('_cdcp_mirror')} "
                     "WHERE projection_name = 'p' GROUP BY source_table, key_id")

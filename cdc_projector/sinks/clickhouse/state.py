@@ -203,7 +203,7 @@ class StateTables:
         checkpoint row, or an earlier version's row in ``_cdcp_checkpoints`` if that is newer."""
         found = [(int(ver), row) for ver, row in self.ch.query(
             f"SELECT _version, row FROM {self.ch.qualified(MIRROR)} FINAL WHERE projection_name = {{p:String}} "
-            "AND source_table = {t:String} AND key_id = '' AND row IS NOT NULL",
+            "AND source_table = {t:String} AND key_id = {t:String} AND row IS NOT NULL",
             {"p": projection, "t": CHECKPOINT_TABLE})]
         legacy = self.ch.query(
             f"SELECT streams, position_lsn, position_seq, has_position, commit_ts_us, updated_at, _version, "
@@ -219,10 +219,6 @@ class StateTables:
         ck = orjson.loads(text)
         position = Position(ck["position_lsn"], ck["position_seq"]) if ck["has_position"] else None
         return ck["streams"], position, ck["commit_ts_us"], float(ck["updated_at"]), ver, str(ck["definition"])
-
-    def write_checkpoint(self, projection: str, streams: dict[str, int], position: Position | None,
-                         commit_ts_us: int | None, ver: int, definition: str | None = None) -> None:
-        self.mirror_write([checkpoint_record(projection, streams, position, commit_ts_us, ver, definition)])
 
     # -- mirror --------------------------------------------------------------
     def mirror_load(self, projection: str, table: TableId,
