@@ -7,6 +7,7 @@ keeps; the stored helper tables are checked against ``_contrib`` with plain SQL.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import random
 from decimal import Decimal as D
 from pathlib import Path
@@ -18,6 +19,7 @@ from cdc_projector.errors import SinkError
 from cdc_projector.expr import DATE, INT, SqlType
 from cdc_projector.sinks.base import ViewChange
 from cdc_projector.sinks.clickhouse import AggregateView, aggregate_spec, apply, connect
+from cdc_projector.sinks.clickhouse.aggregates import HELPER_CONTRIB, HELPER_DISTINCT, HELPER_MEMBERS, StopAfter
 from cdc_projector.sinks.clickhouse.aggstate import GroupState
 from tests.integration.test_clickhouse_contract import _agg_view, _contribution, _expected
 
@@ -117,9 +119,15 @@ def test_float_sum_losing_a_large_value_is_exact(ch: Any) -> None:
     assert view.read() == [{"day": DAY, "total": 1.0, "mean": 1.0}]
 
 
+#: where a batch can crash: after the stage, after the group rows, or after the group rows and
+#: any of the helper tables (written at once, so any subset may have landed)
+CRASH_POINTS: list[StopAfter] = ["stage", "groups", *(frozenset(c) for n in (1, 2) for c in itertools.combinations(
+    (HELPER_DISTINCT, HELPER_MEMBERS, HELPER_CONTRIB), n))]
+
+
 @pytest.mark.parametrize("moved_first", [False, True])
-@pytest.mark.parametrize("stop", ["stage", "groups", "distinct", "members"])
-def test_crash_between_group_and_contribution_writes_then_restart(ch: Any, stop: str, moved_first: bool) -> None:
+@pytest.mark.parametrize("stop", CRASH_POINTS, ids=str)
+def test_crash_between_group_and_contribution_writes_then_restart(ch: Any, stop: StopAfter, moved_first: bool) -> None:
     view = _agg_view(ch)
     rows: dict[int, dict[str, Any]] = {}
     _write(view, rows, {1: _row("9.00", 1), 2: _row("5.00", 2), 3: _row("2.00", 2, day=2)}, 10)
@@ -140,8 +148,8 @@ def test_crash_between_group_and_contribution_writes_then_restart(ch: Any, stop:
     _helpers_match_contributions(ch)
 
 
-@pytest.mark.parametrize("stop", ["groups", "distinct", "members"])
-def test_crash_after_emptying_a_group_then_a_replay_that_restores_it(ch: Any, stop: str) -> None:
+@pytest.mark.parametrize("stop", CRASH_POINTS[1:], ids=str)
+def test_crash_after_emptying_a_group_then_a_replay_that_restores_it(ch: Any, stop: StopAfter) -> None:
     """The crashed batch removed a group (its only row left) and died before the contributions;
     the replay's first batch ends before that change, so the row's state equals its stored
     contribution (no delta): the group must still come back (it was written after the
@@ -192,8 +200,8 @@ def test_random_crashes_at_every_write_with_restarts(ch: Any, seed: int, keys: i
         ver = max(end, last_ver)
         high = max(high, end)
         if rng.random() < 0.35:                             # crash somewhere, restart, replay
-            stop = rng.choice(["stage", "groups", "distinct", "members", "contrib"])
-            _write(view, {}, batch, ver, stop_after=None if stop == "contrib" else stop)
+            stop = rng.choice([*CRASH_POINTS, None])        # None: every write, no checkpoint
+            _write(view, {}, batch, ver, stop_after=stop)
             view = _agg_view(ch)
             last_ver = max(last_ver, view.max_version())
             view.recover(checkpoint)

@@ -29,6 +29,7 @@ from cdc_projector.expr import DATE, INT, TEXT, TIMESTAMP, TIMESTAMPTZ, SqlType
 from cdc_projector.sinks.base import StoredCheckpoint, ViewChange
 from cdc_projector.sinks.clickhouse import (AggregateView, ClickHouseSink, TableView, aggregate_spec, apply,
                                             connect, plan, table_spec)
+from cdc_projector.sinks.clickhouse.client import Insert
 
 pytestmark = pytest.mark.integration
 D = decimal.Decimal
@@ -440,6 +441,39 @@ def test_engine_projector_drives_an_exact_aggregate(backend: tuple[str, str]) ->
         assert {r["status"] for r in target.read_view()} == {"paid"}
     finally:
         sink.close()
+
+
+# -- several inserts at once -------------------------------------------------
+def test_insert_many_lands_every_insert_or_raises_after_all_ended(ch: Any) -> None:
+    for name in ("a", "b", "c"):
+        ch.command(f"CREATE TABLE {ch.qualified(name)} (k UInt32, v String) ENGINE = MergeTree ORDER BY k")
+    jobs = [Insert(name, [[i, f"{name}{i}"] for i in range(n)], ["k", "v"], ["UInt32", "String"])
+            for name, n in (("a", 3), ("b", 500), ("c", 1))]
+    for _ in range(3):
+        ch.insert_many(jobs)
+    for name, n in (("a", 3), ("b", 500), ("c", 1)):
+        assert sorted(ch.query(f"SELECT k, v, count() FROM {ch.qualified(name)} GROUP BY k, v")) == \
+            [(i, f"{name}{i}", 3) for i in range(n)]
+    # a failing insert (no such table) is raised as a SinkError once the others have ended
+    with pytest.raises(SinkError, match="insert into .*missing"):
+        ch.insert_many([jobs[0], Insert("missing", [[1, "x"]], ["k", "v"], ["UInt32", "String"]), jobs[2]])
+    assert ch.query(f"SELECT count() FROM {ch.qualified('c')}") == [(4,)]
+    ch.insert_many([])                                          # nothing to do
+
+
+def test_an_embedded_engine_with_insert_connections_closes_for_another_path(tmp_path: Any) -> None:
+    """chDB holds one data directory per process: closing the sink closes the extra connections
+    of insert_many too, so another directory can be opened next."""
+    first = connect(f"chdb://{tmp_path / 'one'}", "views")
+    for name in ("a", "b"):
+        first.command(f"CREATE TABLE {first.qualified(name)} (k UInt32) ENGINE = MergeTree ORDER BY k")
+    first.insert_many([Insert(n, [[1]], ["k"], ["UInt32"]) for n in ("a", "b")])
+    first.close()
+    second = connect(f"chdb://{tmp_path / 'two'}", "views")
+    try:
+        assert second.query("SELECT 1") == [(1,)]
+    finally:
+        second.close()
 
 
 # -- embedded data directory lock --------------------------------------------

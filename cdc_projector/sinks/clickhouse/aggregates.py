@@ -34,14 +34,18 @@ from ..base import ViewChange
 from .aggsql import GROUP, LOOKUP, NEW, PAIR, RECOMPUTE, REPAIR, AggregateSql
 from .aggstate import REPAIR as REPAIR_GROUP
 from .aggstate import BatchDelta, GroupState, Shape, apply_delta_why, hashable
-from .client import ClickHouse, ident
+from .client import ClickHouse, Insert, ident
 from .ddl import AggregateSpec, Column, MeasureSpec, spec_suffixes
 
 _META_TYPES = ["UInt128", "UInt8"]
 Contribution = tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]
 Group = tuple[Any, ...]
-#: test hook: stop the batch after these writes, as a crash would
-StopAfter = Literal["stage", "groups", "distinct", "members"] | None
+#: the helper tables written after the group rows, in any order: the distinct measures'
+#: ``(group, value)`` counts, ``_members``, ``_contrib``
+HELPER_DISTINCT, HELPER_MEMBERS, HELPER_CONTRIB = "distinct", "members", "contrib"
+#: test hook: stop the batch as a crash would, after the stage, after the group rows, or after
+#: the group rows and the helper tables named (a crash may leave any of them unwritten)
+StopAfter = Literal["stage", "groups"] | frozenset[str] | None
 #: bounds of what a view remembers of its stored rows (:class:`_Cache`): contributions (keys),
 #: group states, ``(group, value)`` counts per distinct measure; past a bound the older half goes
 CONTRIB_CACHE, GROUP_CACHE, PAIR_CACHE = 100_000, 50_000, 200_000
@@ -294,15 +298,18 @@ class AggregateView:
         written, removed = self._write_groups(states, ver)
         if stop_after == "groups":
             return written, removed
-        for m in self.spec.distinct_measures():
-            self._insert(m.distinct_table_suffix, [r + [ver, 1 if r[-1] == 0 else 0] for r in pair_rows[m.name]],
-                         [n for n, _ in self.spec.distinct_columns(m)])
-        if stop_after == "distinct":
+        # the helper tables, in any order (at once when embedded): the groups written above are
+        # what a recovery repairs, whichever of these landed (see recover())
+        helpers = [(HELPER_DISTINCT, self._insert_job(
+                        m.distinct_table_suffix, [r + [ver, 1 if r[-1] == 0 else 0] for r in pair_rows[m.name]],
+                        [n for n, _ in self.spec.distinct_columns(m)]))
+                   for m in self.spec.distinct_measures()]
+        helpers.append((HELPER_MEMBERS, self._members_job(latest, old, changed, ver, repair if recovering else set())))
+        helpers.append((HELPER_CONTRIB, self._contrib_job(latest, changed if not recovering else list(latest), ver)))
+        if stop_after is not None:
+            self.ch.insert_many([job for name, job in helpers if name in stop_after])
             return written, removed
-        self._write_members(latest, old, changed, ver, repair if recovering else set())
-        if stop_after == "members":
-            return written, removed
-        self._write_contrib(latest, changed if not recovering else list(latest), ver)
+        self.ch.insert_many([job for _, job in helpers])
         self._recover_after = None
         self._remember(latest, states, pair_rows)
         return written, removed
@@ -336,10 +343,12 @@ class AggregateView:
         return [*self._filler, *group, *(args or self._no_args), 0, sign]
 
     def _insert(self, suffix: str, rows: list[list[Any]], names: list[str]) -> None:
-        if not rows:
-            return
+        if rows:
+            self.ch.insert_many([self._insert_job(suffix, rows, names)])
+
+    def _insert_job(self, suffix: str, rows: list[list[Any]], names: list[str]) -> Insert:
         types = self._types[suffix]
-        self.ch.insert(self.spec.table + suffix, rows, names, [types[n] for n in names])
+        return Insert(self.spec.table + suffix, rows, names, [types[n] for n in names])
 
     # -- reads: what this process knows, the rest from the tables ------------------
     def _old(self, latest: Mapping[tuple[Any, ...], Contribution]) -> dict[tuple[Any, ...], Contribution]:
@@ -602,9 +611,9 @@ class AggregateView:
         self._insert("_data", rows, names)
         return len(rows) - removed, removed
 
-    def _write_members(self, latest: Mapping[tuple[Any, ...], Contribution],
-                       old: Mapping[tuple[Any, ...], Contribution], changed: Sequence[tuple[Any, ...]],
-                       ver: int, repaired: set[Group]) -> None:
+    def _members_job(self, latest: Mapping[tuple[Any, ...], Contribution],
+                     old: Mapping[tuple[Any, ...], Contribution], changed: Sequence[tuple[Any, ...]],
+                     ver: int, repaired: set[Group]) -> Insert:
         rows: list[list[Any]] = []
         blank = [None] * len(self.sql.acols)
         gone: set[tuple[Group, tuple[Any, ...]]] = set()
@@ -626,10 +635,11 @@ class AggregateView:
             group, args = latest[key]
             if group is not None:
                 rows.append(list(group) + list(key) + list(args or ()) + [ver, 0])
-        self._insert("_members", rows, self.sql.gcols + self.sql.kcols + self.sql.acols + ["_version", "_is_deleted"])
+        return self._insert_job("_members", rows,
+                                self.sql.gcols + self.sql.kcols + self.sql.acols + ["_version", "_is_deleted"])
 
-    def _write_contrib(self, latest: Mapping[tuple[Any, ...], Contribution], keys: Sequence[tuple[Any, ...]],
-                       ver: int) -> None:
+    def _contrib_job(self, latest: Mapping[tuple[Any, ...], Contribution], keys: Sequence[tuple[Any, ...]],
+                     ver: int) -> Insert:
         rows: list[list[Any]] = []
         blank = [None] * (len(self.sql.gcols) + len(self.sql.acols))
         for key in keys:
@@ -638,7 +648,8 @@ class AggregateView:
                 rows.append(list(key) + blank + [ver, 1])
             else:
                 rows.append(list(key) + list(group) + list(args or ()) + [ver, 0])
-        self._insert("_contrib", rows, self.sql.kcols + self.sql.gcols + self.sql.acols + ["_version", "_is_deleted"])
+        return self._insert_job("_contrib", rows,
+                                self.sql.kcols + self.sql.gcols + self.sql.acols + ["_version", "_is_deleted"])
 
     # -- reading -------------------------------------------------------------
     def read(self) -> list[dict[str, Any]]:

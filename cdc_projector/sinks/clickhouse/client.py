@@ -19,7 +19,8 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Mapping, NamedTuple, Sequence
 from urllib.parse import urlparse
 
 from ...errors import SinkError, SinkLocked, SinkUnavailable
@@ -30,6 +31,15 @@ _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,126}$")
 #: the client's (session) settings: passed per call, chDB applies them to a command with a
 #: SET / query system.settings / SET back dance - four engine calls, ~4 ms, instead of one
 QUERY_SETTINGS: dict[str, Any] = {"transform_null_in": 1}
+
+
+class Insert(NamedTuple):
+    """Rows for one insert (:meth:`ClickHouse.insert_many`)."""
+
+    table: str
+    rows: Sequence[Sequence[Any]]
+    columns: Sequence[str]
+    types: Sequence[str]
 
 
 def default_chdb_path() -> str:
@@ -103,6 +113,8 @@ class ClickHouse:
         self.url = url
         self.embedded = embedded
         self.path = path
+        self._side: list[Any] = []                 # more chDB connections for insert_many
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def remembers(self) -> bool:
@@ -152,18 +164,62 @@ class ClickHouse:
         The rows are pivoted to columns here (a list comprehension per column: a third of
         ``zip(*rows)``'s cost): clickhouse-connect's own per-value pivot of row-oriented data
         costs more than the rest of its encoding."""
-        if not rows:
-            return
+        if rows:
+            self._insert(self._client, Insert(table, rows, columns, types))
+
+    def _insert(self, client: Any, job: Insert) -> None:
         t0 = time.perf_counter()
-        data = list(zip(*rows))
+        data = list(zip(*job.rows))
         try:
-            self._client.insert(table, data, column_names=list(columns), database=self.database,
-                                column_type_names=list(types), column_oriented=True)
+            client.insert(job.table, data, column_names=list(job.columns), database=self.database,
+                          column_type_names=list(job.types), column_oriented=True)
         except Exception as exc:  # noqa: BLE001
-            raise translate(exc, f"ClickHouse insert into {self.database}.{table} failed", self.url) from exc
+            raise translate(exc, f"ClickHouse insert into {self.database}.{job.table} failed", self.url) from exc
         finally:
             if _TRACE is not None:
-                _TRACE("insert", t0, table, len(rows))
+                _TRACE("insert", t0, job.table, len(job.rows))
+
+    def insert_many(self, jobs: Sequence[Insert]) -> None:
+        """Inserts into DIFFERENT tables that may land in any order: all of them have landed when
+        this returns, or it raises (the first failure, after every other insert has ended; some
+        may have landed). Embedded, they run at once, each on its own chDB connection to the same
+        engine (a chDB insert mostly waits for its part's files, without the GIL: three inserts
+        take about the time of one and a half); a server takes them one after the other."""
+        jobs = [j for j in jobs if j.rows]
+        if len(jobs) <= 1 or not self.embedded:
+            for job in jobs:
+                self._insert(self._client, job)
+            return
+        pool = self._side_pool(len(jobs) - 1)
+        futures = [pool.submit(self._insert, client, job) for client, job in zip(self._side, jobs[1:])]
+        errors: list[BaseException] = []
+        try:
+            self._insert(self._client, jobs[0])
+        except BaseException as exc:  # noqa: BLE001 - raised below, after the others ended
+            errors.append(exc)
+        for future in futures:
+            exc = future.exception()
+            if exc is not None:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def _side_pool(self, n: int) -> ThreadPoolExecutor:
+        """``n`` more connections to this embedded engine (opened once, kept) and a pool to use them."""
+        import clickhouse_connect
+
+        while len(self._side) < n:
+            try:
+                self._side.append(clickhouse_connect.get_client(interface="chdb", path=self.path, tz_mode="schema",
+                                                                settings=QUERY_SETTINGS))
+            except Exception as exc:  # noqa: BLE001
+                raise translate(exc, f"cannot open another connection to embedded ClickHouse at {self.path}",
+                                self.url) from exc
+        if self._pool is None or self._pool._max_workers < n:  # noqa: SLF001 - grown, never shrunk
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="chdb-insert")
+        return self._pool
 
     def insert_files(self, table: str, columns: Sequence[str], paths: Sequence[str], fmt: str = "Native") -> None:
         """Insert files of rows in ClickHouse format ``fmt`` (e.g. Native blocks written by
@@ -206,10 +262,15 @@ class ClickHouse:
 
     def close(self) -> None:
         """Release the connection (for chDB: lets another path be opened in this process)."""
-        try:
-            self._client.close()
-        except Exception:  # noqa: BLE001 - closing never fails loudly
-            pass
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        for client in [*self._side, self._client]:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing never fails loudly
+                pass
+        self._side = []
 
 
 def _head(sql: str) -> str:
