@@ -242,7 +242,7 @@ def read_latency(sink: ClickHouseSink, rows: int, groups: int, reads: int = 50,
 def _count_statements(ch: Any) -> list[tuple[str, float]]:
     """Record (kind, ms) of every statement ``ch`` runs from now on (the list is returned)."""
     calls: list[tuple[str, float]] = []
-    for name in ("query", "command", "insert"):
+    for name in ("query", "command", "_insert"):   # _insert: each insert, insert_many's too
         method = getattr(ch, name)
 
         def timed(*a: Any, _m: Any = method, _n: str = name, **kw: Any) -> Any:
