@@ -30,7 +30,7 @@ An unchanged TOASTed value that the source could not send is the sentinel
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple
 
 
@@ -58,8 +58,7 @@ UNCHANGED_TOAST: Any = _UnchangedToast()
 """Placeholder for a TOASTed column the source did not resend (unchanged)."""
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class Position:
+class Position(NamedTuple):
     """Where an event stands in the source's commit order.
 
     Ordering is total over one source database: ``commit_lsn`` orders
@@ -67,6 +66,9 @@ class Position:
     ``seq`` orders the changes inside one transaction. Two events of the same
     row compare in the order they were committed, so the engine can use a
     position to discard a redelivered or replayed older change.
+
+    A named tuple (immutable, ordered by its fields): one is built per event, and a
+    tuple is built, compared and hashed in C (a frozen dataclass: ~3x the cost).
     """
 
     commit_lsn: int
@@ -105,8 +107,7 @@ class TableId(NamedTuple):
         return cls(schema, name) if dot else cls("public", schema)
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeEvent:
+class ChangeEvent(NamedTuple):
     """One row change (or heartbeat/truncate/message) from the source.
 
     ``key`` maps primary-key column names to values (for every op that has a
@@ -115,6 +116,10 @@ class ChangeEvent:
     the key columns. ``after`` is the row after (None for deletes). A
     primary-key change arrives as a DELETE of the old key followed by a CREATE
     of the new one.
+
+    A named tuple (immutable), not a frozen dataclass: sources build one per change, and
+    a frozen dataclass's ``__init__`` sets each of the ten fields through
+    ``object.__setattr__`` (3.8 us against ~0.6 us).
     """
 
     op: Op
@@ -127,6 +132,6 @@ class ChangeEvent:
     commit_ts_us: int | None = None          # commit time, microseconds since epoch (UTC)
     # where the raw event came from (topic/partition/offset or slot LSN), for
     # checkpoints and dead letters; opaque to the engine
-    origin: Mapping[str, Any] = field(default_factory=dict)
+    origin: Mapping[str, Any] = MappingProxyType({})     # read-only: shared by events without one
     # logical message prefix/content for Op.MESSAGE
     message: Mapping[str, Any] | None = None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
 from ..errors import SinkError, SinkUnavailable
 from ..events import Position
@@ -34,13 +34,13 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class ViewChange:
+class ViewChange(NamedTuple):
     """The new content of one view entry (a document, a table row).
 
     ``key`` is the root row's primary key (column -> value); ``values`` the
     computed entry (output name -> canonical Python value, nested dicts/lists
     for lookups and embeds), or ``None`` when the entry must be absent.
+    (A named tuple: one per computed entry, built in C.)
     """
 
     key: Mapping[str, Any]

@@ -198,9 +198,9 @@ class ClickHouse:
         except BaseException as exc:  # noqa: BLE001 - raised below, after the others ended
             errors.append(exc)
         for future in futures:
-            exc = future.exception()
-            if exc is not None:
-                errors.append(exc)
+            failure = future.exception()
+            if failure is not None:
+                errors.append(failure)
         if errors:
             raise errors[0]
 
