@@ -73,6 +73,8 @@ def direct_child(args: argparse.Namespace) -> dict[str, Any]:
     })
     opened = Project.open(project, catalog=source_catalog(project))
     [pipeline] = opened.pipelines("postgres")
+    from cdc_projector.engine.gcpolicy import tune_process
+    tune_process()                                   # as `cdc-projector run` does for its whole life
     pipeline.open()                                  # slot + (empty) snapshot
     while pipeline.step():                           # drain the snapshot
         pass
