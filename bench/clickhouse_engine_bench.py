@@ -17,7 +17,9 @@
 2. **Aggregate reads**: ``revenue_by_day``-shaped aggregates with ``--groups`` groups at each
    ``--read-rows`` source rows, generated *directly into the sink's tables* with
    ``INSERT ... SELECT FROM numbers()`` (end-to-end capture of 10M rows takes too long
-   here); then 50 full reads (``SELECT * FROM <view>``) give p50/p99, and 10 batches of
+   here); then 50 full reads (``SELECT * FROM <view>``) give p50/p99 - decoded to Python rows
+   (``read_``), and as the bytes a client receives in Native and JSONEachRow (``read_native_``,
+   ``read_json_``: the database's side of the read) - and 10 batches of
    each ``--batch-changes`` size (default 2,000 changed rows: random existing keys, so each
    is a primary-key lookup, moved to random groups) through :class:`AggregateView` give the
    incremental cost at that size, the chDB statements per batch and their time.
@@ -200,18 +202,26 @@ def read_latency(sink: ClickHouseSink, rows: int, groups: int, reads: int = 50,
     for suffix in ("_contrib", "_members", "_d_buyers"):
         ch.command(f"OPTIMIZE TABLE {ch.qualified(table + suffix)} FINAL")
     load_s = time.perf_counter() - t0
-    times = []
-    for _ in range(reads):
-        t = time.perf_counter()
-        got = ch.query(f"SELECT * FROM {ch.qualified(table)}")
-        times.append((time.perf_counter() - t) * 1000)
-    assert len(got) == groups, (len(got), groups)
+    out: dict[str, Any] = {"source_rows": rows, "groups": groups, "generate_s": round(load_s, 1)}
+    select = f"SELECT * FROM {ch.qualified(table)}"
+    # the same full read three ways: rows decoded to Python values by clickhouse-connect (what
+    # `cdc-projector` itself does), and the bytes a client receives in Native and JSONEachRow
+    for label, read, count in (("read", lambda: ch.query(select), len),
+                               ("read_native", lambda: ch.query_bytes(select, "Native"), None),
+                               ("read_json", lambda: ch.query_bytes(select, "JSONEachRow"),
+                                lambda b: b.count(b"\n"))):
+        times = []
+        for _ in range(reads):
+            t = time.perf_counter()
+            got = read()
+            times.append((time.perf_counter() - t) * 1000)
+        if count is not None:
+            assert count(got) == groups, (label, count(got), groups)
+        times.sort()
+        out[f"{label}_p50_ms"] = round(statistics.median(times), 1)
+        out[f"{label}_p99_ms"] = round(times[min(len(times) - 1, int(len(times) * 0.99))], 1)
     rnd = random.Random(3)
     calls = _count_statements(ch)
-    out: dict[str, Any] = {"source_rows": rows, "groups": groups, "generate_s": round(load_s, 1)}
-    times.sort()
-    out["read_p50_ms"] = round(statistics.median(times), 1)
-    out["read_p99_ms"] = round(times[min(len(times) - 1, int(len(times) * 0.99))], 1)
     ver = 2
     for size in batch_sizes:
         batch_ms, recomputed, statements, chdb_ms = [], [], [], []
@@ -266,6 +276,8 @@ def main() -> None:
     ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     ap.add_argument("--skip-kafka", action="store_true", help="only the aggregate read latency part")
     args = ap.parse_args()
+    from cdc_projector.engine.gcpolicy import tune_process
+    tune_process()                       # the pipelines run as in `cdc-projector run` (its GC threshold)
     import chdb
     result: dict[str, Any] = {
         "machine": f"{platform.machine()} {platform.system()} {platform.release()}, {os.cpu_count()} cores, "

@@ -461,6 +461,13 @@ def test_insert_many_lands_every_insert_or_raises_after_all_ended(ch: Any) -> No
     ch.insert_many([])                                          # nothing to do
 
 
+def test_query_bytes_returns_the_result_in_the_format_asked(ch: Any) -> None:
+    assert ch.query_bytes("SELECT number + 1 AS x, char(97 + number) AS y FROM numbers(2) ORDER BY x", "JSONEachRow") == \
+        b'{"x":1,"y":"a"}\n{"x":2,"y":"b"}\n'
+    with pytest.raises(SinkError, match="invalid ClickHouse format name"):
+        ch.query_bytes("SELECT 1", "JSON; DROP TABLE x")
+
+
 def test_an_embedded_engine_with_insert_connections_closes_for_another_path(tmp_path: Any) -> None:
     """chDB holds one data directory per process: closing the sink closes the extra connections
     of insert_many too, so another directory can be opened next."""

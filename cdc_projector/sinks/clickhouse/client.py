@@ -148,6 +148,18 @@ class ClickHouse:
             if _TRACE is not None:
                 _TRACE("query", t0, sql, len(rows))
 
+    def query_bytes(self, sql: str, fmt: str = "Native") -> bytes:
+        """Run a query; the result as ClickHouse returns it in format ``fmt`` (no decoding in
+        Python: what a client reading the view in that format receives)."""
+        t0 = time.perf_counter()
+        try:
+            return bytes(self._client.raw_query(sql, fmt=ident(fmt, "format name").strip("`")))
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"ClickHouse query failed: {_head(sql)}", self.url) from exc
+        finally:
+            if _TRACE is not None:
+                _TRACE("query_bytes", t0, sql)
+
     def query_dicts(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run a query; rows as dicts keyed by column name."""
         try:
