@@ -461,6 +461,35 @@ def test_insert_many_lands_every_insert_or_raises_after_all_ended(ch: Any) -> No
     ch.insert_many([])                                          # nothing to do
 
 
+def test_insert_many_from_several_threads_with_more_inserts_than_connections(ch: Any) -> None:
+    """Pipelines sharing a sink call insert_many at the same time; a call may have more inserts
+    than the engine has extra connections (they share them)."""
+    import threading
+
+    from cdc_projector.sinks.clickhouse.client import SIDE_CONNECTIONS
+    names = [f"t{i}" for i in range(SIDE_CONNECTIONS + 3)]
+    for name in names:
+        ch.command(f"CREATE TABLE {ch.qualified(name)} (k UInt32, w UInt8) ENGINE = MergeTree ORDER BY k")
+    errors: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        try:
+            for round_ in range(5):
+                ch.insert_many([Insert(n, [[round_ * 100 + i, w] for i in range(20)], ["k", "w"], ["UInt32", "UInt8"])
+                                for n in names])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=writer, args=(w,)) for w in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    for name in names:
+        assert ch.query(f"SELECT w, count() FROM {ch.qualified(name)} GROUP BY w ORDER BY w") == \
+            [(1, 100), (2, 100), (3, 100)]
+
+
 def test_query_bytes_returns_the_result_in_the_format_asked(ch: Any) -> None:
     assert ch.query_bytes("SELECT number + 1 AS x, char(97 + number) AS y FROM numbers(2) ORDER BY x", "JSONEachRow") == \
         b'{"x":1,"y":"a"}\n{"x":2,"y":"b"}\n'

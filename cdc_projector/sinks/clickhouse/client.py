@@ -33,6 +33,10 @@ _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,126}$")
 QUERY_SETTINGS: dict[str, Any] = {"transform_null_in": 1}
 
 
+#: connections an embedded engine opens besides its first one, for :meth:`ClickHouse.insert_many`
+SIDE_CONNECTIONS = 4
+
+
 class Insert(NamedTuple):
     """Rows for one insert (:meth:`ClickHouse.insert_many`)."""
 
@@ -115,6 +119,7 @@ class ClickHouse:
         self.path = path
         self._side: list[Any] = []                 # more chDB connections for insert_many
         self._pool: ThreadPoolExecutor | None = None
+        self._side_lock = threading.Lock()         # pipelines sharing this sink call insert_many at once
 
     @property
     def remembers(self) -> bool:
@@ -173,9 +178,8 @@ class ClickHouse:
                types: Sequence[str]) -> None:
         """Insert rows (one block; callers batch >= 10k rows when they have them).
 
-        The rows are pivoted to columns here (a list comprehension per column: a third of
-        ``zip(*rows)``'s cost): clickhouse-connect's own per-value pivot of row-oriented data
-        costs more than the rest of its encoding."""
+        The rows are pivoted to columns here (``zip(*rows)``, in C): clickhouse-connect's own
+        per-value pivot of row-oriented data costs more than the rest of its encoding."""
         if rows:
             self._insert(self._client, Insert(table, rows, columns, types))
 
@@ -202,8 +206,8 @@ class ClickHouse:
             for job in jobs:
                 self._insert(self._client, job)
             return
-        pool = self._side_pool(len(jobs) - 1)
-        futures = [pool.submit(self._insert, client, job) for client, job in zip(self._side, jobs[1:])]
+        pool, side = self._side_pool(len(jobs) - 1)
+        futures = [pool.submit(self._insert, side[i % len(side)], job) for i, job in enumerate(jobs[1:])]
         errors: list[BaseException] = []
         try:
             self._insert(self._client, jobs[0])
@@ -216,22 +220,24 @@ class ClickHouse:
         if errors:
             raise errors[0]
 
-    def _side_pool(self, n: int) -> ThreadPoolExecutor:
-        """``n`` more connections to this embedded engine (opened once, kept) and a pool to use them."""
+    def _side_pool(self, n: int) -> tuple[ThreadPoolExecutor, list[Any]]:
+        """The thread pool and up to ``n`` more connections to this embedded engine (at most
+        :data:`SIDE_CONNECTIONS`; opened when first needed, kept until :meth:`close`). A
+        connection serializes its own calls, so jobs beyond them (or another pipeline's
+        ``insert_many`` at the same time) wait for one."""
         import clickhouse_connect
 
-        while len(self._side) < n:
-            try:
-                self._side.append(clickhouse_connect.get_client(interface="chdb", path=self.path, tz_mode="schema",
-                                                                settings=QUERY_SETTINGS))
-            except Exception as exc:  # noqa: BLE001
-                raise translate(exc, f"cannot open another connection to embedded ClickHouse at {self.path}",
-                                self.url) from exc
-        if self._pool is None or self._pool._max_workers < n:  # noqa: SLF001 - grown, never shrunk
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-            self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="chdb-insert")
-        return self._pool
+        with self._side_lock:
+            while len(self._side) < min(n, SIDE_CONNECTIONS):
+                try:
+                    self._side.append(clickhouse_connect.get_client(interface="chdb", path=self.path,
+                                                                    tz_mode="schema", settings=QUERY_SETTINGS))
+                except Exception as exc:  # noqa: BLE001
+                    raise translate(exc, f"cannot open another connection to embedded ClickHouse at {self.path}",
+                                    self.url) from exc
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=SIDE_CONNECTIONS, thread_name_prefix="chdb-insert")
+            return self._pool, list(self._side)
 
     def insert_files(self, table: str, columns: Sequence[str], paths: Sequence[str], fmt: str = "Native") -> None:
         """Insert files of rows in ClickHouse format ``fmt`` (e.g. Native blocks written by
