@@ -157,6 +157,10 @@ class AggregateView:
         self._kenc = [c.type.not_null().encoder() for c in spec.key]
         self._genc = [c.type.encoder() for c in spec.groups]
         self._aenc = [c.type.encoder() for c in self._argcols]
+        # (encoder, name) per key / group / argument column, for the per-change fast path
+        self._kpairs = [(f, c.name) for f, c in zip(self._kenc, spec.key)]
+        self._gpairs = [(f, c.name) for f, c in zip(self._genc, spec.groups)]
+        self._apairs = [(f, c.name) for f, c in zip(self._aenc, self._argcols)]
         #: for argument values read back from ClickHouse: a Decimal comes back exact at its column's
         #: scale (what the encoder would give), so it is taken as it is
         self._adec = [_same if c.type.base.startswith("Decimal(") else f for f, c in zip(self._aenc, self._argcols)]
@@ -192,12 +196,12 @@ class AggregateView:
     def _contribution(self, change: ViewChange) -> tuple[tuple[Any, ...], tuple[Any, ...] | None,
                                                            tuple[Any, ...] | None]:
         try:                       # fast path; the slow one names the failing column
-            key = tuple(f(change.key.get(c.name)) for f, c in zip(self._kenc, self.spec.key))
-            if change.values is None:
-                return key, None, None
+            k = change.key
+            key = tuple([f(k.get(n)) for f, n in self._kpairs])
             v = change.values
-            return (key, tuple(f(v.get(c.name)) for f, c in zip(self._genc, self.spec.groups)),
-                    tuple(f(v.get(c.name)) for f, c in zip(self._aenc, self._argcols)))
+            if v is None:
+                return key, None, None
+            return key, tuple([f(v.get(n)) for f, n in self._gpairs]), tuple([f(v.get(n)) for f, n in self._apairs])
         except ProjectionError:
             pass
         where = f" key {dict(change.key)}"
