@@ -30,7 +30,6 @@ An unchanged TOASTed value that the source could not send is the sentinel
 from __future__ import annotations
 
 import enum
-from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple
 
 
@@ -56,6 +55,25 @@ class _UnchangedToast:
 
 UNCHANGED_TOAST: Any = _UnchangedToast()
 """Placeholder for a TOASTed column the source did not resend (unchanged)."""
+
+
+class _NoOrigin(dict):  # type: ignore[type-arg]
+    """The empty, read-only ``origin`` of events built without one (one shared instance;
+    pickled by reference, like :data:`UNCHANGED_TOAST`)."""
+
+    __slots__ = ()
+
+    def _read_only(self, *_: Any, **__: Any) -> None:
+        raise TypeError("an event's default origin is read-only")
+
+    __setitem__ = __delitem__ = __ior__ = update = setdefault = pop = popitem = clear = _read_only  # type: ignore[assignment]
+
+    def __reduce__(self) -> str:
+        return "NO_ORIGIN"
+
+
+NO_ORIGIN: Mapping[str, Any] = _NoOrigin()
+"""``origin`` of an event built without one."""
 
 
 class Position(NamedTuple):
@@ -132,6 +150,6 @@ class ChangeEvent(NamedTuple):
     commit_ts_us: int | None = None          # commit time, microseconds since epoch (UTC)
     # where the raw event came from (topic/partition/offset or slot LSN), for
     # checkpoints and dead letters; opaque to the engine
-    origin: Mapping[str, Any] = MappingProxyType({})     # read-only: shared by events without one
+    origin: Mapping[str, Any] = NO_ORIGIN
     # logical message prefix/content for Op.MESSAGE
     message: Mapping[str, Any] | None = None
