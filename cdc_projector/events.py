@@ -137,7 +137,7 @@ class ChangeEvent(NamedTuple):
 
     A named tuple (immutable), not a frozen dataclass: sources build one per change, and
     a frozen dataclass's ``__init__`` sets each of the ten fields through
-    ``object.__setattr__`` (3.8 us against ~0.6 us).
+    ``object.__setattr__`` (3.8 us against 1.4 us).
     """
 
     op: Op
