@@ -373,8 +373,12 @@ def _open_server(url: str, database: str) -> ClickHouse:
     import clickhouse_connect
 
     try:
+        # no server session: the pipelines of a sink share this client from their threads, and
+        # a session takes one query at a time ("Session is locked by a concurrent client");
+        # nothing here needs session state (settings go with every request, no temporary tables)
         client = clickhouse_connect.get_client(dsn=url, tz_mode="schema", connect_timeout=5,
-                                               send_receive_timeout=300, settings=QUERY_SETTINGS)
+                                               send_receive_timeout=300, settings=QUERY_SETTINGS,
+                                               autogenerate_session_id=False)
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, "cannot connect to ClickHouse", url) from exc
     return ClickHouse(client, database, url, embedded=False)
