@@ -225,13 +225,10 @@ class ClickHouse:
         :data:`SIDE_CONNECTIONS`; opened when first needed, kept until :meth:`close`). A
         connection serializes its own calls, so jobs beyond them (or another pipeline's
         ``insert_many`` at the same time) wait for one."""
-        import clickhouse_connect
-
         with self._side_lock:
             while len(self._side) < min(n, SIDE_CONNECTIONS):
                 try:
-                    self._side.append(clickhouse_connect.get_client(interface="chdb", path=self.path,
-                                                                    tz_mode="schema", settings=QUERY_SETTINGS))
+                    self._side.append(_chdb_client(self.path or ""))
                 except Exception as exc:  # noqa: BLE001
                     raise translate(exc, f"cannot open another connection to embedded ClickHouse at {self.path}",
                                     self.url) from exc
@@ -334,9 +331,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _open_chdb(path: str, database: str, url: str) -> ClickHouse:
+def _chdb_client(path: str) -> Any:
+    """A clickhouse-connect client of the embedded engine with its data in ``path`` (one more
+    connection when this process has the engine open there already)."""
     import clickhouse_connect  # local: keeps `import cdc_projector` light
 
+    return clickhouse_connect.get_client(interface="chdb", path=path, tz_mode="schema", settings=QUERY_SETTINGS)
+
+
+def _open_chdb(path: str, database: str, url: str) -> ClickHouse:
     path = os.path.realpath(path)
     try:
         os.makedirs(path, exist_ok=True)
@@ -344,8 +347,7 @@ def _open_chdb(path: str, database: str, url: str) -> ClickHouse:
         raise SinkError(f"cannot create the ClickHouse data directory {path}: {exc.strerror}",
                         hint="choose a writable path in the sink URL (chdb:///abs/path)") from exc
     try:
-        client = clickhouse_connect.get_client(interface="chdb", path=path, tz_mode="schema",
-                                               settings=QUERY_SETTINGS)
+        client = _chdb_client(path)
     except ImportError as exc:
         raise SinkError("embedded ClickHouse needs the chdb package",
                         hint="pip install 'cdc-projector[chdb]'") from exc
