@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, TypeVar
 
 from ..errors import CdcProjectorError, DefinitionChanged, SinkUnavailable, SourceError
+from ..events import Position
 from ..sources.base import Batch, Checkpoint, Source
 from ..sinks.base import ProjectionTarget, StoredCheckpoint
 from . import definition, gcpolicy
@@ -192,7 +193,7 @@ class Pipeline:
             return
         t0 = time.monotonic()
         try:
-            done = compact()
+            done = compact(settled=self._settled())
         except Exception as exc:  # noqa: BLE001 - tombstones only cost space; the view is right
             log.warning("%s: compaction failed (tried again in %.0f s): %s", self.plan.name,
                         self.compact_every_s, exc)
@@ -200,6 +201,15 @@ class Pipeline:
         for table, figures in (done or {}).items():
             log.info("%s: compacted %s: %d tombstones dropped, %d -> %d stored rows (%.1f s)", self.plan.name,
                      table, figures["tombstones"], figures["rows"], figures["after"], time.monotonic() - t0)
+
+    def _settled(self) -> Position | None:
+        """The position below which the source never delivers an event again, given the stored
+        checkpoint (sources that know it offer ``settled(checkpoint)``: direct mode), else None.
+        Below it the target's mirror needs no tombstones: no older change can come back."""
+        settled = getattr(self.source, "settled", None)
+        if settled is None or self._checkpoint is None:
+            return None
+        return settled(dict(self._checkpoint.streams))  # type: ignore[no-any-return]
 
     def apply_batch(self, batch: Batch) -> BatchResult:
         """Project and durably write one batch, then acknowledge it to the source."""

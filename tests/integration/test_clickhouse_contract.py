@@ -341,6 +341,43 @@ def test_checkpoint_rides_in_the_mirror_insert_and_an_earlier_versions_row_is_re
     assert state.load_checkpoint("p") is None
 
 
+def test_settled_mirror_tombstones_are_dropped_with_every_version_of_their_keys(ch: Any) -> None:
+    """Below the settled position a deleted key leaves nothing in the mirror (its older live
+    versions go too, or FINAL would bring them back); a tombstone at or above it, a key deleted and
+    inserted again, live rows, the checkpoint row and other projections' rows all stay."""
+    from cdc_projector.sinks.clickhouse.state import MIRROR, StateTables, checkpoint_record, version
+    state = StateTables(ch)
+    state.ensure()
+    below = version(Position(100, 0))
+
+    def rec(projection: str, key: int, row: str | None, lsn: int, seq: int = 0) -> list[Any]:
+        return [projection, "public.orders", f"[{key}]", f'{{"id": {key}}}', row, "{}",
+                version(Position(lsn, seq)), None]
+
+    state.mirror_write([rec("p", 1, '{"id": 1}', 10), rec("p", 2, '{"id": 2}', 20), rec("p", 3, '{"id": 3}', 30),
+                        rec("p", 4, '{"id": 4}', 40), rec("p", 5, '{"id": 5}', 50), rec("q", 1, '{"id": 1}', 10),
+                        checkpoint_record("p", {"pg:s": 100}, Position(99, 3), None, 7)])
+    state.mirror_write([rec("p", 1, None, 60), rec("p", 2, None, 99, 5), rec("p", 3, None, 100),
+                        rec("p", 4, None, 45), rec("q", 1, None, 60)])   # separate parts: versions not merged yet
+    state.mirror_write([rec("p", 4, '{"id": 4}', 70)])                  # deleted, then inserted again
+    assert state.mirror_tombstones("p", below) == (2, 11)               # keys 1 and 2; 11 versions stored
+
+    state.mirror_drop_tombstones("p", below)
+
+    def latest(projection: str) -> dict[str, tuple[str | None, int]]:
+        return {kid: (row, int(ver)) for kid, row, ver in ch.query(
+            f"SELECT key_id, row, _version FROM {ch.qualified(MIRROR)} FINAL "
+            f"WHERE projection_name = '{projection}' ORDER BY key_id")}
+
+    assert latest("p") == {"": (latest("p")[""][0], 7),                 # the checkpoint row
+                           "[3]": (None, version(Position(100, 0))),    # at the settled position: kept
+                           "[4]": ('{"id": 4}', version(Position(70, 0))),
+                           "[5]": ('{"id": 5}', version(Position(50, 0)))}
+    assert latest("q") == {"[1]": (None, version(Position(60, 0)))}     # another projection's: untouched
+    assert state.mirror_tombstones("p", below) == (0, 7)
+    assert state.load_checkpoint("p")[0] == {"pg:s": 100}               # type: ignore[index]
+
+
 def test_mirror_store_remembers_exactly_what_is_stored(backend: tuple[str, str],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The mirror store keeps the rows it loaded and wrote: loads agree with a fresh store that

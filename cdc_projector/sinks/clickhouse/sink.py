@@ -24,7 +24,7 @@ import orjson
 from ...config.models import SinkConfig
 from ...engine import definition as fingerprints
 from ...errors import ProjectionError, SinkError
-from ...events import TableId
+from ...events import Position, TableId
 from ...expr.types import SqlType
 from ..base import StoredCheckpoint, ViewChange, WriteStats, register_planner, register_sink
 from . import ddl
@@ -389,14 +389,25 @@ class ClickHouseProjectionTarget:
             return []
         return self._view.read()
 
-    def compact(self, min_share: float = COMPACT_MIN_SHARE, min_rows: int = COMPACT_MIN_ROWS) -> dict[str, Any]:
+    def compact(self, min_share: float = COMPACT_MIN_SHARE, min_rows: int = COMPACT_MIN_ROWS,
+                settled: Position | None = None) -> dict[str, Any]:
         """Drop the tombstones of deleted keys (and superseded versions) from the projection's
         tables whose tombstones are at least ``min_share`` of their stored rows and at least
         ``min_rows`` (:func:`ddl.compact_statements`; reads are unchanged: they skip both).
-        Returns ``{table: {"rows": before, "tombstones": n, "after": rows left}}`` of the tables
-        compacted. Called by the pipeline between batches (``runtime.compact_every_s``)."""
+        With ``settled`` (the source never delivers an event below that position again), the
+        same for the projection's mirror: the keys whose latest version is a tombstone below it
+        (:meth:`StateTables.mirror_drop_tombstones`). Returns ``{table: {"rows": before,
+        "tombstones": n, "after": rows left}}`` of the tables compacted. Called by the pipeline
+        between batches (``runtime.compact_every_s``)."""
         ch = self._sink.ch
         done: dict[str, Any] = {}
+        if settled is not None:
+            below = version(settled)
+            tombstones, rows = self._sink.state.mirror_tombstones(self.plan.name, below)
+            if tombstones >= max(min_rows, min_share * rows):
+                self._sink.state.mirror_drop_tombstones(self.plan.name, below)
+                _, after = self._sink.state.mirror_tombstones(self.plan.name, below)
+                done[MIRROR] = {"rows": rows, "tombstones": tombstones, "after": after}
         for suffix in ddl.plan_suffixes(self.plan, scratch=False):
             table = self.plan.target + suffix
             if not ch.table_exists(table):

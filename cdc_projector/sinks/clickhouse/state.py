@@ -262,6 +262,33 @@ class StateTables:
     def mirror_write(self, rows: list[list[Any]]) -> None:
         self.ch.insert(MIRROR, rows, MIRROR_NAMES, MIRROR_TYPES)
 
+    def _settled_tombstones(self, below: int) -> str:
+        """The keys (``source_table, key_id``) of one projection (``{p:String}``) whose latest
+        stored version is a tombstone older than ``below`` (checkpoint rows excluded). Only
+        sorting-key columns filter inside ``FINAL``: a condition on another column there may be
+        applied before the versions are merged (as in :meth:`mirror_find`)."""
+        return ("SELECT source_table, key_id FROM (SELECT source_table, key_id, row, _version "
+                f"FROM {self.ch.qualified(MIRROR)} FINAL WHERE projection_name = {{p:String}} "
+                f"AND source_table != {{t:String}}) WHERE row IS NULL AND _version < toUInt128('{int(below)}')")
+
+    def mirror_tombstones(self, projection: str, below: int) -> tuple[int, int]:
+        """``(settled tombstones, stored rows)`` of a projection's mirror: the keys whose latest
+        version is a tombstone with a version below ``below``, and every stored row version."""
+        params = {"p": projection, "t": CHECKPOINT_TABLE}
+        settled = self.ch.query(f"SELECT count() FROM ({self._settled_tombstones(below)})", params)
+        stored = self.ch.query(f"SELECT count() FROM {self.ch.qualified(MIRROR)} WHERE projection_name = {{p:String}}",
+                               params)
+        return int(settled[0][0]), int(stored[0][0])
+
+    def mirror_drop_tombstones(self, projection: str, below: int) -> None:
+        """Delete every stored version of the keys whose latest version is a tombstone below
+        ``below`` (all versions: dropping only the tombstone would bring an older row back).
+        The caller guarantees no event at a position below ``below`` is delivered again and
+        that the projection writes nothing meanwhile."""
+        self.ch.command(f"DELETE FROM {self.ch.qualified(MIRROR)} WHERE projection_name = {{p:String}} "
+                        f"AND (source_table, key_id) IN ({self._settled_tombstones(below)})",
+                        {"p": projection, "t": CHECKPOINT_TABLE})
+
     def drop_projection(self, projection: str) -> None:
         """The projection's checkpoint first (a rebuild's journal is in it), then its mirror rows."""
         self.ch.command(f"DELETE FROM {self.ch.qualified(MIRROR)} WHERE projection_name = {{p:String}} "

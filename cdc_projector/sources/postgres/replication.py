@@ -467,6 +467,16 @@ class PostgresSource:
                            origin={"stream": self.stream_id, "lsn": lsn})
 
     # -- ack / backlog / close ---------------------------------------------------
+    def settled(self, checkpoint: Checkpoint) -> Position | None:
+        """The position below which no event is ever delivered again once ``checkpoint`` is
+        stored (None: not streaming from a checkpoint yet). Streaming resumes at the checkpoint's
+        ``pg:<slot>`` LSN (the end of the last transaction fully applied) and drops transactions
+        that ended before it; a transaction that did not end before it has its commit record, and
+        so the ``commit_lsn`` of every event, at or after that LSN. A sink may forget tombstones
+        below this position: nothing older can come to be guarded against."""
+        lsn = checkpoint.get(self.stream_id)
+        return Position(lsn, 0) if lsn else None
+
     def ack(self, checkpoint: Checkpoint) -> None:
         """Confirm to the server that everything before ``checkpoint['pg:<slot>']`` is durable."""
         lsn = checkpoint.get(self.stream_id)
