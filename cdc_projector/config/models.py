@@ -54,7 +54,7 @@ class RuntimeConfig(_Model):
     http: HttpRuntime = Field(default_factory=HttpRuntime, description="Dashboard/metrics/status HTTP server.")
     batch_size: int = Field(5000, ge=1, description="Most events applied in one batch.")
     batch_ms: int = Field(200, ge=1, description="Longest wait for a batch to fill, in milliseconds.")
-    compact_every_s: int | None = Field(3600, ge=1, description="ClickHouse views: how often a running projection looks for tombstones (rows of deleted keys, which reads skip) and, where they are at least 10 % of a table's stored rows, drops them with `OPTIMIZE ... FINAL CLEANUP` between two batches (the projection waits meanwhile); in direct mode also the mirror's deleted keys that no older change can come back for (below the stored checkpoint). Never when empty.")
+    compact_every_s: int | None = Field(3600, ge=1, description="ClickHouse views: how often a running projection looks for tombstones (rows of deleted keys, which reads skip) and, where they are at least 10 % of a table's stored rows, drops them with `OPTIMIZE ... FINAL CLEANUP` between two batches (the projection waits meanwhile); in direct mode also the mirror's deleted keys that no older change can come back for (below the stored checkpoint), in MongoDB sinks too. Never when empty.")
     resync_backlog_mb: int | None = Field(None, ge=1, description="Direct mode: when a running projection's replication slot is more than this many MB of WAL behind (after a pause, an outage of its sink or of this process), catch up by re-reading its tables into a shadow and swapping it in (an in-process `rebuild`) instead of replaying the WAL. Off when empty.")
 
 

@@ -96,7 +96,8 @@ class Pipeline:
     #: (``run --accept-definition``: the operator knows the stored rows are still right)
     accept_definition: bool = False
     #: every this many seconds (None: never) let the target drop tombstones between two
-    #: batches, when it can (``compact()``: ClickHouse views; ``runtime.compact_every_s``)
+    #: batches, when it can (``compact()``: ClickHouse views; in direct mode the mirror's of
+    #: ClickHouse and MongoDB sinks; ``runtime.compact_every_s``)
     compact_every_s: float | None = None
 
     def __post_init__(self) -> None:

@@ -173,3 +173,28 @@ def test_invalid_mongodb_url_is_a_clear_error() -> None:
     with pytest.raises(SinkError) as info:
         sink.connect()
     assert "invalid MongoDB URL" in str(info.value) and "secret" not in str(info.value)
+
+
+def test_tombstones_below_the_settled_position_are_deleted(sink: MongoSink) -> None:
+    """Direct mode (runtime.compact_every_s): the mirror's tombstones below the settled
+    position go; one at or above it, live rows and a key deleted then inserted again stay."""
+    from cdc_projector.config.models import Projection
+    from cdc_projector.engine.plan import build_plan
+    plan = build_plan("gc", Projection.model_validate(
+        {"kind": "document", "sink": "docs", "from": "public.t", "fields": {"a": "a"}}))
+    target = sink.projection(plan)
+    t = TableId("public", "t")
+
+    def row(key: int, a: str | None, lsn: int, seq: int = 0) -> MirrorRow:
+        return MirrorRow(t, {"id": key}, None if a is None else {"id": key, "a": a}, Position(lsn, seq))
+
+    target.write([], [row(1, None, 50), row(2, None, 99, 7), row(3, None, 100, 0), row(4, None, 100, 2),
+                      row(5, "x", 10), row(6, "y", 120)], None)
+    assert target.compact(None) == {}                        # Kafka mode: nothing is settled
+    done = target.compact(Position(100, 1))
+    assert done == {target.state.name: {"rows": 6, "tombstones": 3, "after": 3}}
+    left = target.state.load(t, [row(k, None, 0).key_id for k in range(1, 7)])
+    assert {r.key["id"]: (r.row, r.position) for r in left.values()} == {
+        4: (None, Position(100, 2)), 5: ({"id": 5, "a": "x"}, Position(10, 0)),
+        6: ({"id": 6, "a": "y"}, Position(120, 0))}
+    assert target.compact(Position(100, 1)) == {}             # nothing more to drop

@@ -264,6 +264,24 @@ class MongoProjectionTarget:
                 raise translate(exc, f"writing checkpoint of {self.plan.name}") from exc
         return stats
 
+    def compact(self, settled: Position | None = None) -> dict[str, Any]:
+        """Delete the mirror's tombstones below ``settled`` (the source never delivers an
+        event below it again: no older change of a deleted key can come to be guarded
+        against). One document per key, so the tombstone is all there is to delete. Called by
+        the pipeline between batches (``runtime.compact_every_s``); ``{collection: {"rows":
+        before, "tombstones": n, "after": rows left}}`` when some were deleted."""
+        if settled is None:
+            return {}
+        coll = self._state.coll
+        below = {"r": None, "$or": [{"pl": {"$lt": settled.commit_lsn}},
+                                    {"pl": settled.commit_lsn, "ps": {"$lt": settled.seq}}]}
+        try:
+            before = coll.count_documents({})
+            gone = coll.delete_many(below).deleted_count
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"dropping tombstones of {self._state.name}") from exc
+        return {self._state.name: {"rows": before, "tombstones": gone, "after": before - gone}} if gone else {}
+
     def read_view(self) -> list[dict[str, Any]]:
         try:
             return [from_document(d) for d in self.view.find({}).sort("_id", 1)]
