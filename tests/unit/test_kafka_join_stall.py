@@ -7,16 +7,18 @@ from typing import Any
 import pytest
 
 from cdc_projector.errors import SourceError
-from cdc_projector.sources.debezium.kafka import DebeziumKafkaSource
+from cdc_projector.sources.debezium.kafka import LEAVE_TIMEOUT_S, DebeziumKafkaSource
 
 
 class SilentConsumer:
     """A consumer whose poll returns nothing (the group join never completes)."""
 
     closed = False
+    close_timeout_ms: int | None = None
 
-    def close(self, autocommit: bool = True) -> None:
+    def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
         self.closed = True
+        self.close_timeout_ms = timeout_ms
 
     def poll(self, timeout_ms: int = 0, max_records: int = 1) -> dict[Any, Any]:
         return {}
@@ -54,6 +56,8 @@ def test_a_stalled_join_is_restarted_with_a_new_consumer_then_gives_up(monkeypat
         assert src.poll(10, 0.0) is None                     # left the group, joined again
         assert len(joins) == n and src._consumer is joins[-1]
     assert first.closed and all(c.closed for c in joins[:-1])  # type: ignore[union-attr]
+    # each restart waits for the LeaveGroup a bounded time (not the 30 s request timeout)
+    assert {c.close_timeout_ms for c in [first, *joins[:-1]]} == {int(LEAVE_TIMEOUT_S * 1000)}  # type: ignore[union-attr]
     src._joining_since = time.monotonic() - src.join_stall_s - 1
     with pytest.raises(SourceError, match="has not produced an assignment"):
         src.poll(10, 0.0)

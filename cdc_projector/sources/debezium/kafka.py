@@ -48,6 +48,10 @@ JOIN_STALL_RESTARTS = 3
 #: owned partitions with messages behind the position, yet polls return nothing for this
 #: long: the fetcher is taken as stalled (seen once after a rebalance) and the pipeline reconnects
 FETCH_STALL_S = 120.0
+#: longest wait for the broker to confirm a LeaveGroup when a stalled join is restarted (below the
+#: session timeout: a coordinator too busy to answer in time must not hold the restart, and with it
+#: the thread, for kafka-python's full request timeout of 30 s)
+LEAVE_TIMEOUT_S = 5.0
 
 
 def crc32c_accelerated() -> bool:
@@ -211,12 +215,13 @@ class DebeziumKafkaSource:
         self._joining_since = time.monotonic()
         log.info("kafka source: group %s subscribed to %s", self.group_id, ", ".join(self.topics))
 
-    def close(self) -> None:
-        """Leave the group without committing anything more."""
+    def close(self, timeout_s: float | None = None) -> None:
+        """Leave the group without committing anything more (waiting at most ``timeout_s`` for
+        the broker; None: kafka-python's request timeout)."""
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             try:
-                consumer.close(autocommit=False)
+                consumer.close(autocommit=False, timeout_ms=None if timeout_s is None else int(timeout_s * 1000))
             except KafkaError as exc:  # pragma: no cover - best effort on shutdown
                 log.warning("kafka source: error while closing consumer of %s: %s", self.group_id, exc)
 
@@ -336,7 +341,7 @@ class DebeziumKafkaSource:
                     self.join_stall_restarts)
         resume = self._resume
         assert resume is not None
-        self.close()
+        self.close(LEAVE_TIMEOUT_S)
         self.open(resume)
         return self.consumer
 
