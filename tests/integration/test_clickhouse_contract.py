@@ -360,7 +360,7 @@ def test_settled_mirror_tombstones_are_dropped_with_every_version_of_their_keys(
     state.mirror_write([rec("p", 1, None, 60), rec("p", 2, None, 99, 5), rec("p", 3, None, 100),
                         rec("p", 4, None, 45), rec("q", 1, None, 60)])   # separate parts: versions not merged yet
     state.mirror_write([rec("p", 4, '{"id": 4}', 70)])                  # deleted, then inserted again
-    assert state.mirror_tombstones("p", below) == (2, 11)               # keys 1 and 2; 11 versions stored
+    assert (state.mirror_tombstones("p", below), state.mirror_rows("p")) == (2, 11)   # keys 1 and 2; 11 versions
 
     state.mirror_drop_tombstones("p", below)
 
@@ -374,7 +374,7 @@ def test_settled_mirror_tombstones_are_dropped_with_every_version_of_their_keys(
                            "[4]": ('{"id": 4}', version(Position(70, 0))),
                            "[5]": ('{"id": 5}', version(Position(50, 0)))}
     assert latest("q") == {"[1]": (None, version(Position(60, 0)))}     # another projection's: untouched
-    assert state.mirror_tombstones("p", below) == (0, 7)
+    assert (state.mirror_tombstones("p", below), state.mirror_rows("p")) == (0, 7)
     assert state.load_checkpoint("p")[0] == {"pg:s": 100}               # type: ignore[index]
 
 

@@ -402,12 +402,11 @@ class ClickHouseProjectionTarget:
         ch = self._sink.ch
         done: dict[str, Any] = {}
         if settled is not None:
-            below = version(settled)
-            tombstones, rows = self._sink.state.mirror_tombstones(self.plan.name, below)
+            state, below = self._sink.state, version(settled)
+            tombstones, rows = state.mirror_tombstones(self.plan.name, below), state.mirror_rows(self.plan.name)
             if tombstones >= max(min_rows, min_share * rows):
-                self._sink.state.mirror_drop_tombstones(self.plan.name, below)
-                _, after = self._sink.state.mirror_tombstones(self.plan.name, below)
-                done[MIRROR] = {"rows": rows, "tombstones": tombstones, "after": after}
+                state.mirror_drop_tombstones(self.plan.name, below)
+                done[MIRROR] = {"rows": rows, "tombstones": tombstones, "after": state.mirror_rows(self.plan.name)}
         for suffix in ddl.plan_suffixes(self.plan, scratch=False):
             table = self.plan.target + suffix
             if not ch.table_exists(table):

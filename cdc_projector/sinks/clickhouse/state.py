@@ -271,14 +271,18 @@ class StateTables:
                 f"FROM {self.ch.qualified(MIRROR)} FINAL WHERE projection_name = {{p:String}} "
                 f"AND source_table != {{t:String}}) WHERE row IS NULL AND _version < toUInt128('{int(below)}')")
 
-    def mirror_tombstones(self, projection: str, below: int) -> tuple[int, int]:
-        """``(settled tombstones, stored rows)`` of a projection's mirror: the keys whose latest
-        version is a tombstone with a version below ``below``, and every stored row version."""
-        params = {"p": projection, "t": CHECKPOINT_TABLE}
-        settled = self.ch.query(f"SELECT count() FROM ({self._settled_tombstones(below)})", params)
-        stored = self.ch.query(f"SELECT count() FROM {self.ch.qualified(MIRROR)} WHERE projection_name = {{p:String}}",
-                               params)
-        return int(settled[0][0]), int(stored[0][0])
+    def mirror_tombstones(self, projection: str, below: int) -> int:
+        """How many keys of a projection's mirror have a tombstone below ``below`` as their
+        latest version (what :meth:`mirror_drop_tombstones` would remove)."""
+        found = self.ch.query(f"SELECT count() FROM ({self._settled_tombstones(below)})",
+                              {"p": projection, "t": CHECKPOINT_TABLE})
+        return int(found[0][0])
+
+    def mirror_rows(self, projection: str) -> int:
+        """Every stored row version of a projection's mirror (its checkpoint row included)."""
+        found = self.ch.query(f"SELECT count() FROM {self.ch.qualified(MIRROR)} WHERE projection_name = {{p:String}}",
+                              {"p": projection})
+        return int(found[0][0])
 
     def mirror_drop_tombstones(self, projection: str, below: int) -> None:
         """Delete every stored version of the keys whose latest version is a tombstone below
