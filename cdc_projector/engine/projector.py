@@ -101,8 +101,11 @@ class Projector:
             mine = [ev for ev in events if self.relevant(ev)]
         if not mine:
             return result
-        if fresh and self._simple and self._fresh_rows(mine, result):
-            return result
+        if self._simple:
+            single = self._single_versions(mine)
+            if single is not None and (fresh or self._absent_inserts(mine, single, store)):
+                self._fresh_rows(mine, single, result)
+                return result
         mirror = BatchMirror(store)
         batch = BatchApply(self._roles, mirror)
         kids = batch.preload(mine, fresh)
@@ -121,23 +124,36 @@ class Projector:
         return result
 
     # ------------------------------------------------------------------
-    def _fresh_rows(self, events: Sequence[ChangeEvent], result: BatchResult) -> bool:
-        """The snapshot fast path of a one-table projection: each READ event is the only
-        version of its key (the store holds none), so its mirror row and document follow
-        from the event alone, exactly as the general path would compute them. False (and
-        nothing done) when a key repeats in the batch: the general path orders that."""
-        plan, root = self.plan, self.plan.root
-        columns = self._roles.columns[root]
+    @staticmethod
+    def _single_versions(events: Sequence[ChangeEvent]) -> list[str] | None:
+        """The key ids of events that each carry a row and a key seen once in the batch; None
+        when one has no key or no row (the general path reports it) or a key repeats (the
+        general path orders its versions)."""
         seen: dict[str, None] = {}
         for ev in events:
             if not ev.key or ev.after is None:
-                return False           # the general path reports it
+                return None
             kid = key_id_of(ev.key)
             if kid in seen:
-                return False
+                return None
             seen[kid] = None
+        return list(seen)
+
+    def _absent_inserts(self, events: Sequence[ChangeEvent], kids: list[str], store: StateStore) -> bool:
+        """Are these only inserts of keys the store holds nothing of (no row, no tombstone)?
+        Then, as in a fresh snapshot batch, each one's mirror row and document follow from the
+        event alone (an append-only table's stream, a bulk load): :meth:`_fresh_rows`."""
+        return all(ev.op is Op.CREATE for ev in events) and not store.load(self.plan.root, kids)
+
+    def _fresh_rows(self, events: Sequence[ChangeEvent], kids: list[str], result: BatchResult) -> None:
+        """The fast path of a one-table projection: each event (``kids``: its key's id) is the
+        only version of its key, and the store holds none - the READ events of a fresh snapshot,
+        or inserts of absent keys - so its mirror row and document follow from the event alone,
+        exactly as the general path would compute them."""
+        plan, root = self.plan, self.plan.root
+        columns = self._roles.columns[root]
         rows, changes, failures = result.rows, result.changes, result.failures
-        for ev, kid in zip(events, seen):
+        for ev, kid in zip(events, kids):
             key = dict(ev.key)          # type: ignore[arg-type]
             after = ev.after
             assert after is not None
@@ -150,8 +166,7 @@ class Projector:
                 log.warning("%s: document %s not updated: %s", plan.name, key, exc.message)
                 continue
             changes.append(ViewChange(dict(key), doc))
-        result.affected = len(seen)
-        return True
+        result.affected = len(kids)
 
     def recompute(self, keys: Sequence[Mapping[str, Any]], store: StateStore) -> BatchResult:
         """The view changes of these root keys recomputed from the mirror alone, without an

@@ -209,3 +209,54 @@ def test_the_bulk_gc_policy_holds_while_a_pipeline_loads_a_snapshot(monkeypatch:
     assert gc.get_threshold() == before
     p.close()
     assert gc.get_threshold() == before
+
+
+# ------------------------------------------------- streamed inserts of absent keys
+def _order(i: int, status: str = "paid") -> dict[str, Any]:
+    return {"id": i, "customer_id": 1 + i % 8, "total": Decimal(i) / 4, "items": i % 5, "status": status,
+            "placed_at": T0 + dt.timedelta(minutes=i)}
+
+
+def _stream() -> list[list[ChangeEvent]]:
+    """Streamed batches: inserts of new keys (fast path), an update and a delete (general path),
+    inserts again - one of them of the key deleted before (its tombstone: general path)."""
+    def ev(op: Op, i: int, lsn: int, row: dict[str, Any] | None) -> ChangeEvent:
+        return ChangeEvent(op, ORDERS, {"id": i}, None, row, Position(lsn, i), None, None, {"stream": "pg:s"})
+    return [[ev(Op.CREATE, i, C + 1, _order(i)) for i in range(1, 11)],
+            [ev(Op.CREATE, i, C + 2, _order(i, ("paid", "cancelled")[i % 2])) for i in range(11, 21)],
+            [ev(Op.UPDATE, 4, C + 3, _order(4, "shipped")), ev(Op.DELETE, 5, C + 3, None)],
+            [ev(Op.CREATE, i, C + 4, _order(i)) for i in range(21, 25)],
+            [ev(Op.CREATE, 5, C + 5, _order(5, "shipped")), ev(Op.CREATE, 25, C + 5, _order(25))]]
+
+
+@pytest.mark.parametrize("kind", ["table", "aggregate"])
+def test_streamed_inserts_of_absent_keys_give_what_the_general_path_gives(
+        kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = build_plan("p", Projection.model_validate(PLANS[kind]))
+
+    def run(fast: bool) -> tuple[MemoryTarget, list[tuple[Any, ...]], list[int]]:
+        """The target, each batch's result, and the batches that took the fast path."""
+        projector, target = Projector(plan), MemoryTarget()
+        taken: list[int] = []
+        out: list[tuple[Any, ...]] = []
+        if not fast:
+            monkeypatch.setattr(projector, "_absent_inserts", lambda events, kids, store: False)
+        fresh_rows = projector._fresh_rows
+
+        def spy(events: Any, kids: list[str], result: BatchResult) -> None:
+            taken.append(len(out))
+            fresh_rows(events, kids, result)
+        monkeypatch.setattr(projector, "_fresh_rows", spy)
+        for events in _stream():
+            result = projector.process(events, target.state)
+            target.write(result.changes, result.rows, None)
+            out.append(_strip(result))
+        return target, out, taken
+
+    fast, fast_out, fast_taken = run(True)
+    slow, slow_out, slow_taken = run(False)
+    assert fast_taken == [0, 1, 3] and slow_taken == []
+    assert fast_out == slow_out
+    assert fast.documents == slow.documents and fast.documents
+    assert {t: {k: (r.row, r.position) for k, r in rows.items()} for t, rows in fast.state.rows.items()} == \
+        {t: {k: (r.row, r.position) for k, r in rows.items()} for t, rows in slow.state.rows.items()}
