@@ -83,7 +83,7 @@ class BatchApply:
                 kid = key_id_of(ev.key)
                 table_keys = keys[ev.table]
                 table_keys.add(kid)
-                for old in (_old_key(ev), _replaced_key(ev)):
+                for old in (_old_key(ev), replaced_key(ev)):
                     if old is not None:
                         table_keys.add(key_id_of(old))
             kids.append(kid)
@@ -114,7 +114,7 @@ class BatchApply:
             return
         if ev.after is None:
             raise ProjectionError(f"{ev.op.value} event on {ev.table} at {ev.position} has no row")
-        replaced = _replaced_key(ev) or old
+        replaced = replaced_key(ev) or old
         toast_from = None
         if replaced is not None:
             rkid = key_id_of(replaced)
@@ -213,7 +213,7 @@ def _note_all(bucket: list[ChangeEvent], events: list[ChangeEvent]) -> None:
         bucket.extend(events[start:start + room])
 
 
-def _replaced_key(ev: ChangeEvent) -> dict[str, Any] | None:
+def replaced_key(ev: ChangeEvent) -> dict[str, Any] | None:
     """The key a CREATE replaces when it is the second half of a primary-key change
     (sources put it in ``origin['old_key']``: Debezium's ``__debezium.oldkey`` header,
     the old-key tuple of a pgoutput Update)."""

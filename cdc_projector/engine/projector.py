@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 from ..errors import ProjectionError
 from ..events import ChangeEvent, Op, Position
 from ..sinks.base import ViewChange
-from .apply import BatchApply, TableRoles, row_of
+from .apply import BatchApply, TableRoles, replaced_key, row_of
 from .documents import compute_document, root_parent_value
 from .memo import DEFAULT_CAPACITY, DocumentMemo
 from .mirror import BatchMirror, MirrorRow, StateStore, key_id_of, value_id
@@ -142,8 +142,11 @@ class Projector:
     def _absent_inserts(self, events: Sequence[ChangeEvent], kids: list[str], store: StateStore) -> bool:
         """Are these only inserts of keys the store holds nothing of (no row, no tombstone)?
         Then, as in a fresh snapshot batch, each one's mirror row and document follow from the
-        event alone (an append-only table's stream, a bulk load): :meth:`_fresh_rows`."""
-        return all(ev.op is Op.CREATE for ev in events) and not store.load(self.plan.root, kids)
+        event alone (an append-only table's stream, a bulk load): :meth:`_fresh_rows`. Not the
+        create half of a primary-key change (Debezium): it takes unchanged TOAST values from
+        the row that moved, which the general path finds at the old key."""
+        return (all(ev.op is Op.CREATE and replaced_key(ev) is None for ev in events)
+                and not store.load(self.plan.root, kids))
 
     def _fresh_rows(self, events: Sequence[ChangeEvent], kids: list[str], result: BatchResult) -> None:
         """The fast path of a one-table projection: each event (``kids``: its key's id) is the

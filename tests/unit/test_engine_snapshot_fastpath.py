@@ -20,7 +20,7 @@ from cdc_projector.engine.memory import MemoryStateStore, MemoryTarget
 from cdc_projector.engine.plan import build_plan
 from cdc_projector.engine.projector import BatchResult, Projector, snapshot_only
 from cdc_projector.engine.runner import Backoff, Pipeline
-from cdc_projector.events import ChangeEvent, Op, Position, TableId
+from cdc_projector.events import UNCHANGED_TOAST, ChangeEvent, Op, Position, TableId
 from cdc_projector.sources.base import Batch
 from tests.support.spies import record_fresh_flags
 from tests.unit.test_engine_cases import PROFILE
@@ -219,14 +219,20 @@ def _order(i: int, status: str = "paid") -> dict[str, Any]:
 
 def _stream() -> list[list[ChangeEvent]]:
     """Streamed batches: inserts of new keys (fast path), an update and a delete (general path),
-    inserts again - one of them of the key deleted before (its tombstone: general path)."""
-    def ev(op: Op, i: int, lsn: int, row: dict[str, Any] | None) -> ChangeEvent:
-        return ChangeEvent(op, ORDERS, {"id": i}, None, row, Position(lsn, i), None, None, {"stream": "pg:s"})
+    inserts again - one of them of the key deleted before (its tombstone: general path) -, and a
+    primary-key change as Debezium sends it (DELETE 6 -> 26, then in another batch the CREATE of
+    the new key, whose unchanged TOAST value comes from the row that moved: general path)."""
+    def ev(op: Op, i: int, lsn: int, row: dict[str, Any] | None, **origin: Any) -> ChangeEvent:
+        return ChangeEvent(op, ORDERS, {"id": i}, None, row, Position(lsn, i), None, None,
+                           {"stream": "pg:s", **origin})
+    moved = {**_order(26), "status": UNCHANGED_TOAST}
     return [[ev(Op.CREATE, i, C + 1, _order(i)) for i in range(1, 11)],
             [ev(Op.CREATE, i, C + 2, _order(i, ("paid", "cancelled")[i % 2])) for i in range(11, 21)],
             [ev(Op.UPDATE, 4, C + 3, _order(4, "shipped")), ev(Op.DELETE, 5, C + 3, None)],
             [ev(Op.CREATE, i, C + 4, _order(i)) for i in range(21, 25)],
-            [ev(Op.CREATE, 5, C + 5, _order(5, "shipped")), ev(Op.CREATE, 25, C + 5, _order(25))]]
+            [ev(Op.CREATE, 5, C + 5, _order(5, "shipped")), ev(Op.CREATE, 25, C + 5, _order(25))],
+            [ev(Op.DELETE, 6, C + 6, None, new_key={"id": 26})],
+            [ev(Op.CREATE, 26, C + 6, moved, old_key={"id": 6})]]
 
 
 @pytest.mark.parametrize("kind", ["table", "aggregate"])
@@ -257,6 +263,8 @@ def test_streamed_inserts_of_absent_keys_give_what_the_general_path_gives(
     slow, slow_out, slow_taken = run(False)
     assert fast_taken == [0, 1, 3] and slow_taken == []
     assert fast_out == slow_out
+    moved = fast.state.rows[ORDERS]["[26]"].row                  # the moved row kept its TOAST value
+    assert moved is not None and moved["status"] == _order(6)["status"]
     assert fast.documents == slow.documents and fast.documents
     assert {t: {k: (r.row, r.position) for k, r in rows.items()} for t, rows in fast.state.rows.items()} == \
         {t: {k: (r.row, r.position) for k, r in rows.items()} for t, rows in slow.state.rows.items()}
