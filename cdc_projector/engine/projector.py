@@ -101,10 +101,10 @@ class Projector:
             mine = [ev for ev in events if self.relevant(ev)]
         if not mine:
             return result
-        if self._simple:
+        if self._simple and (fresh or self._plain_inserts(mine)):
             single = self._single_versions(mine)
-            if single is not None and (fresh or self._absent_inserts(mine, single, store)):
-                self._fresh_rows(mine, single, result)
+            if single is not None and (fresh or not store.load(self.plan.root, single)):
+                self._fresh_rows(mine, single, result)    # READs of a fresh snapshot, inserts of absent keys
                 return result
         mirror = BatchMirror(store)
         batch = BatchApply(self._roles, mirror)
@@ -139,14 +139,14 @@ class Projector:
             seen[kid] = None
         return list(seen)
 
-    def _absent_inserts(self, events: Sequence[ChangeEvent], kids: list[str], store: StateStore) -> bool:
-        """Are these only inserts of keys the store holds nothing of (no row, no tombstone)?
-        Then, as in a fresh snapshot batch, each one's mirror row and document follow from the
-        event alone (an append-only table's stream, a bulk load): :meth:`_fresh_rows`. Not the
-        create half of a primary-key change (Debezium): it takes unchanged TOAST values from
-        the row that moved, which the general path finds at the old key."""
-        return (all(ev.op is Op.CREATE and replaced_key(ev) is None for ev in events)
-                and not store.load(self.plan.root, kids))
+    @staticmethod
+    def _plain_inserts(events: Sequence[ChangeEvent]) -> bool:
+        """Are these only inserts, none the create half of a primary-key change (Debezium: it
+        takes unchanged TOAST values from the row that moved, which the general path finds at
+        the old key)? Inserts of keys the store holds nothing of (no row, no tombstone) then
+        follow from the events alone, as a fresh snapshot's READs do: :meth:`_fresh_rows`
+        (an append-only table's stream, a bulk load)."""
+        return all(ev.op is Op.CREATE and replaced_key(ev) is None for ev in events)
 
     def _fresh_rows(self, events: Sequence[ChangeEvent], kids: list[str], result: BatchResult) -> None:
         """The fast path of a one-table projection: each event (``kids``: its key's id) is the

@@ -246,7 +246,7 @@ def test_streamed_inserts_of_absent_keys_give_what_the_general_path_gives(
         taken: list[int] = []
         out: list[tuple[Any, ...]] = []
         if not fast:
-            monkeypatch.setattr(projector, "_absent_inserts", lambda events, kids, store: False)
+            monkeypatch.setattr(projector, "_plain_inserts", lambda events: False)
         fresh_rows = projector._fresh_rows
 
         def spy(events: Any, kids: list[str], result: BatchResult) -> None:
