@@ -1,0 +1,108 @@
+"""Randomized oracle campaign: many short runs with random data, load, batch sizes, kills and
+compaction, each ending with every view compared to the SQL oracle.
+
+    python scripts/fuzz_oracle.py --minutes 30 [--seed 7]
+    python scripts/fuzz_oracle.py --one 449008935          # repeat one iteration by its seed
+
+Each iteration, on a fresh sample database of the local stack (dropped afterwards) and a
+temp chDB directory: seeds a random shop (20-120 customers, 5-30 products, 50-600 orders),
+starts a real `cdc-projector run` in direct mode with every table and aggregate projection of
+projections/shop.yaml (batch size 50, 200 or 2,000; `compact_every_s` 1, 2 or 3600, so the
+views' and the mirror's tombstones are collected mid-run), runs the sample workload (updates,
+deletes, key changes, moves between parents and groups, TOAST values, multi-row transactions;
+300-1,500 operations at 30-200/s) while SIGKILLing the projector 0-3 times at random moments,
+lets a last run catch up, stops it and compares every view with the SQL oracle.
+
+Prints one line per iteration (``--one`` with its seed repeats it) and exits
+1 if any view differed or an iteration failed. Not a test (minutes of random work): a campaign to
+run after changes to the engine or the sinks; tests/integration holds the fixed-seed versions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import yaml  # noqa: E402
+
+from cdc_projector.sample.seed import seed  # noqa: E402
+from cdc_projector.sample.workload import run_workload  # noqa: E402
+from tests.integration.test_clickhouse_engine_helpers import Projector, oracle_problems  # noqa: E402
+from tests.support.pgdb import fresh_database  # noqa: E402
+
+
+def iteration(rnd: random.Random) -> list[str]:
+    """One random run; the oracle's differences (empty when every view is right)."""
+    with fresh_database("cdcp_fz") as db:
+        seed(db.dsn, customers=rnd.randint(20, 120), products=rnd.randint(5, 30),
+             orders=rnd.randint(50, 600), seed=rnd.randint(1, 10**6))
+        tmp = Path(tempfile.mkdtemp(prefix="cdcp_fz_"))
+        try:
+            projector = Projector(db, tmp, batch_size=rnd.choice([50, 200, 2000]))
+            config = yaml.safe_load(projector.config.read_text())
+            config["runtime"]["compact_every_s"] = rnd.choice([1, 2, 3600])
+            projector.config.write_text(yaml.safe_dump(config, sort_keys=False))
+            stop = threading.Event()
+            writer = threading.Thread(target=run_workload, kwargs=dict(
+                dsn=db.dsn, ops=rnd.randint(300, 1500), rate=rnd.choice([30, 80, 200]),
+                seed=rnd.randint(1, 10**6), stop=stop))
+            writer.start()
+            try:
+                for _ in range(rnd.randint(0, 3)):
+                    projector.start()
+                    time.sleep(rnd.uniform(1.0, 6.0))
+                    projector.alive()
+                    projector.kill()
+                writer.join()
+                projector.start()
+                projector.catch_up(timeout_s=600)
+            finally:
+                stop.set()
+                writer.join()
+                projector.stop()
+            return oracle_problems(db, projector.dump())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=30.0, help="start iterations until this much time has passed")
+    ap.add_argument("--seed", type=int, default=None, help="the campaign's seed (default: random, printed)")
+    ap.add_argument("--one", type=int, default=None, metavar="SEED", help="run the one iteration of this seed")
+    args = ap.parse_args()
+    if args.one is not None:
+        problems = iteration(random.Random(args.one))
+        print("OK" if not problems else "\n".join(problems), flush=True)
+        return 1 if problems else 0
+    campaign = args.seed if args.seed is not None else random.randrange(10**9)
+    print(f"campaign seed {campaign}", flush=True)
+    rnd = random.Random(campaign)
+    end = time.monotonic() + args.minutes * 60
+    failed = 0
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+        it_seed = rnd.randrange(10**9)
+        try:
+            problems = iteration(random.Random(it_seed))
+            verdict = "OK" if not problems else "DIFFERS " + json.dumps(problems[:5])
+        except Exception:  # noqa: BLE001 - reported, the campaign goes on
+            problems, verdict = ["error"], "ERROR " + traceback.format_exc()[-1500:]
+        failed += bool(problems)
+        print(f"iteration {n} (seed {it_seed}): {verdict}", flush=True)
+    print(f"{n} iterations, {failed} failed", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
