@@ -1,7 +1,7 @@
 """Randomized oracle campaign: many short runs with random data, load, batch sizes, kills and
 compaction, each ending with every view compared to the SQL oracle.
 
-    python scripts/fuzz_oracle.py --minutes 30 [--seed 7]
+    python scripts/fuzz_oracle.py --minutes 30 [--seed 7] [--source kafka]
     python scripts/fuzz_oracle.py --one 449008935          # repeat one iteration by its seed
 
 Each iteration, on a fresh sample database of the local stack (dropped afterwards) and a
@@ -12,6 +12,12 @@ views' and the mirror's tombstones are collected mid-run), runs the sample workl
 deletes, key changes, moves between parents and groups, TOAST values, multi-row transactions;
 300-1,500 operations at 30-200/s) while SIGKILLing the projector 0-3 times at random moments,
 lets a last run catch up, stops it and compares every view with the SQL oracle.
+
+``--source kafka``: the same through Debezium and Kafka - a connector of its own per iteration
+(registered after the seed: its snapshot is the initial load), `run --source kafka`, and besides
+the projector's kills 0-2 restarts of the Debezium task, which then re-sends what followed its
+last committed offset (redelivery the position guard must absorb). Kafka positions are offsets,
+not WAL positions, so the end is: run 20 s, stop, compare, until equal or 10 minutes passed.
 
 Prints one line per iteration (``--one`` with its seed repeats it) and exits
 1 if any view differed or an iteration failed. Not a test (minutes of random work): a campaign to
@@ -32,24 +38,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import requests  # noqa: E402
 import yaml  # noqa: E402
 
 from cdc_projector.sample.seed import seed  # noqa: E402
 from cdc_projector.sample.workload import run_workload  # noqa: E402
 from tests.integration.test_clickhouse_engine_helpers import Projector, oracle_problems  # noqa: E402
+from tests.support.debezium import register, unregister  # noqa: E402
 from tests.support.pgdb import fresh_database  # noqa: E402
+from tests.support.services import CONNECT_URL, KAFKA_BOOTSTRAP  # noqa: E402
 
 
-def iteration(rnd: random.Random) -> list[str]:
+def iteration(rnd: random.Random, source: str = "postgres") -> list[str]:
     """One random run; the oracle's differences (empty when every view is right)."""
     with fresh_database("cdcp_fz") as db:
         seed(db.dsn, customers=rnd.randint(20, 120), products=rnd.randint(5, 30),
              orders=rnd.randint(50, 600), seed=rnd.randint(1, 10**6))
         tmp = Path(tempfile.mkdtemp(prefix="cdcp_fz_"))
+        capture = register(db.name, db.publication) if source == "kafka" else None
         try:
-            projector = Projector(db, tmp, batch_size=rnd.choice([50, 200, 2000]))
+            overrides = {"topic_prefix": capture.topic_prefix} if capture else None
+            projector = Projector(db, tmp, source=source, batch_size=rnd.choice([50, 200, 2000]),
+                                  source_overrides=overrides)
             config = yaml.safe_load(projector.config.read_text())
             config["runtime"]["compact_every_s"] = rnd.choice([1, 2, 3600])
+            if capture:
+                config["runtime"]["kafka"] = {"bootstrap_servers": KAFKA_BOOTSTRAP,
+                                              "group_id": f"fz_{capture.topic_prefix}"}
             projector.config.write_text(yaml.safe_dump(config, sort_keys=False))
             stop = threading.Event()
             writer = threading.Thread(target=run_workload, kwargs=dict(
@@ -62,16 +77,39 @@ def iteration(rnd: random.Random) -> list[str]:
                     time.sleep(rnd.uniform(1.0, 6.0))
                     projector.alive()
                     projector.kill()
+                    if capture and rnd.random() < 0.5:       # Debezium re-sends from its last offset
+                        restart_task(capture.name)
                 writer.join()
-                projector.start()
-                projector.catch_up(timeout_s=600)
+                if capture is None:
+                    projector.start()
+                    projector.catch_up(timeout_s=600)
             finally:
                 stop.set()
                 writer.join()
                 projector.stop()
-            return oracle_problems(db, projector.dump())
+            if capture is None:
+                return oracle_problems(db, projector.dump())
+            deadline = time.monotonic() + 600
+            while True:
+                projector.start()
+                try:
+                    time.sleep(20)
+                    projector.alive()
+                finally:
+                    projector.stop()
+                problems = oracle_problems(db, projector.dump())
+                if not problems or time.monotonic() > deadline:
+                    return problems
         finally:
+            if capture is not None:
+                unregister(capture)
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def restart_task(connector: str) -> None:
+    """Restart a running Debezium connector and its task (it resumes from its committed offset)."""
+    requests.post(f"{CONNECT_URL}/connectors/{connector}/restart?includeTasks=true&onlyFailed=false",
+                  timeout=30).raise_for_status()
 
 
 def main() -> int:
@@ -79,9 +117,11 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=30.0, help="start iterations until this much time has passed")
     ap.add_argument("--seed", type=int, default=None, help="the campaign's seed (default: random, printed)")
     ap.add_argument("--one", type=int, default=None, metavar="SEED", help="run the one iteration of this seed")
+    ap.add_argument("--source", choices=["postgres", "kafka"], default="postgres",
+                    help="direct mode (default) or Debezium + Kafka")
     args = ap.parse_args()
     if args.one is not None:
-        problems = iteration(random.Random(args.one))
+        problems = iteration(random.Random(args.one), args.source)
         print("OK" if not problems else "\n".join(problems), flush=True)
         return 1 if problems else 0
     campaign = args.seed if args.seed is not None else random.randrange(10**9)
@@ -94,7 +134,7 @@ def main() -> int:
         n += 1
         it_seed = rnd.randrange(10**9)
         try:
-            problems = iteration(random.Random(it_seed))
+            problems = iteration(random.Random(it_seed), args.source)
             verdict = "OK" if not problems else "DIFFERS " + json.dumps(problems[:5])
         except Exception:  # noqa: BLE001 - reported, the campaign goes on
             problems, verdict = ["error"], "ERROR " + traceback.format_exc()[-1500:]
