@@ -43,7 +43,8 @@ import yaml  # noqa: E402
 
 from cdc_projector.sample.seed import seed  # noqa: E402
 from cdc_projector.sample.workload import run_workload  # noqa: E402
-from tests.integration.test_clickhouse_engine_helpers import Projector, oracle_problems  # noqa: E402
+from tests.integration.test_clickhouse_engine_helpers import (Projector, kafka_oracle_problems,  # noqa: E402
+                                                               oracle_problems)
 from tests.support.debezium import register, unregister  # noqa: E402
 from tests.support.pgdb import fresh_database  # noqa: E402
 from tests.support.services import CONNECT_URL, KAFKA_BOOTSTRAP  # noqa: E402
@@ -89,17 +90,7 @@ def iteration(rnd: random.Random, source: str = "postgres") -> list[str]:
                 projector.stop()
             if capture is None:
                 return oracle_problems(db, projector.dump())
-            deadline = time.monotonic() + 600
-            while True:
-                projector.start()
-                try:
-                    time.sleep(20)
-                    projector.alive()
-                finally:
-                    projector.stop()
-                problems = oracle_problems(db, projector.dump())
-                if not problems or time.monotonic() > deadline:
-                    return problems
+            return kafka_oracle_problems(db, projector)
         finally:
             if capture is not None:
                 unregister(capture)

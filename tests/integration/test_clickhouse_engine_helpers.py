@@ -209,6 +209,24 @@ def oracle_problems(db: PgDb, views: dict[str, Any], names: Sequence[str] = VIEW
     return problems
 
 
+def kafka_oracle_problems(db: PgDb, projector: Projector, timeout_s: float = 600.0,
+                          step_s: float = 20.0) -> list[str]:
+    """The oracle's differences once a Kafka-mode projector has caught up: Kafka positions are
+    offsets, not WAL positions, so `run` consumes ``step_s`` seconds, stops, and the views are
+    compared - again until they are equal or ``timeout_s`` has passed (the last differences)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        projector.start()
+        try:
+            time.sleep(step_s)
+            projector.alive()
+        finally:
+            projector.stop()
+        problems = oracle_problems(db, projector.dump())
+        if not problems or time.monotonic() > deadline:
+            return problems
+
+
 def canonical_dump(views: dict[str, Any]) -> dict[str, Any]:
     """Views in canonical, order-independent form (for before/after comparisons)."""
     out: dict[str, Any] = {}
