@@ -276,11 +276,11 @@ class MongoProjectionTarget:
         below = {"r": None, "$or": [{"pl": {"$lt": settled.commit_lsn}},
                                     {"pl": settled.commit_lsn, "ps": {"$lt": settled.seq}}]}
         try:
-            before = coll.count_documents({})
             gone = coll.delete_many(below).deleted_count
+            after = coll.count_documents({}) if gone else 0     # counted only for the log line
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"dropping tombstones of {self._state.name}") from exc
-        return {self._state.name: {"rows": before, "tombstones": gone, "after": before - gone}} if gone else {}
+        return {self._state.name: {"rows": after + gone, "tombstones": gone, "after": after}} if gone else {}
 
     def read_view(self) -> list[dict[str, Any]]:
         try:
