@@ -38,16 +38,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import requests  # noqa: E402
 import yaml  # noqa: E402
 
 from cdc_projector.sample.seed import seed  # noqa: E402
 from cdc_projector.sample.workload import run_workload  # noqa: E402
 from tests.integration.test_clickhouse_engine_helpers import (Projector, kafka_oracle_problems,  # noqa: E402
                                                                oracle_problems)
-from tests.support.debezium import register, unregister  # noqa: E402
+from tests.support.debezium import register, restart_task, unregister  # noqa: E402
 from tests.support.pgdb import fresh_database  # noqa: E402
-from tests.support.services import CONNECT_URL, KAFKA_BOOTSTRAP  # noqa: E402
+from tests.support.services import KAFKA_BOOTSTRAP  # noqa: E402
 
 
 def iteration(rnd: random.Random, source: str = "postgres") -> list[str]:
@@ -95,12 +94,6 @@ def iteration(rnd: random.Random, source: str = "postgres") -> list[str]:
             if capture is not None:
                 unregister(capture)
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def restart_task(connector: str) -> None:
-    """Restart a running Debezium connector and its task (it resumes from its committed offset)."""
-    requests.post(f"{CONNECT_URL}/connectors/{connector}/restart?includeTasks=true&onlyFailed=false",
-                  timeout=30).raise_for_status()
 
 
 def main() -> int:

@@ -22,6 +22,7 @@ class SourceConfig(_Model):
     topic_prefix: str = Field("shop", description="Debezium `topic.prefix`: topics are `<prefix>.<schema>.<table>`.")
     slot_name: str = Field("cdc_projector", description="Replication slot used by `run --source postgres`.")
     publication: str = Field("cdc_projector", description="Publication the slot decodes (created by the stack setup or by the operator).")
+    debezium_slot: str | None = Field(None, pattern=r"^[a-z0-9_]{1,63}$", description="Kafka mode: the replication slot of the Debezium connector that feeds the topics (its `slot.name`). With it (and `dsn`), a running projection also drops the mirror's deleted keys that Debezium can no longer send an older change of (below the slot's confirmed position, once the checkpoint passed the topics' end offsets read after it; docs/clickhouse.md); without it the mirror keeps them in Kafka mode.")
     read_ahead: bool = Field(False, description="Direct mode: a thread reads and decodes the replication stream while the pipeline writes the previous batch; the next batch is everything read meanwhile. Off by default: on a 2-core machine running PostgreSQL too it measured no better (docs/operations.md, \"Read-ahead\"); try it where the projector has cores to spare.")
 
 
@@ -54,7 +55,7 @@ class RuntimeConfig(_Model):
     http: HttpRuntime = Field(default_factory=HttpRuntime, description="Dashboard/metrics/status HTTP server.")
     batch_size: int = Field(5000, ge=1, description="Most events applied in one batch.")
     batch_ms: int = Field(200, ge=1, description="Longest wait for a batch to fill, in milliseconds.")
-    compact_every_s: int | None = Field(3600, ge=1, description="ClickHouse views: how often a running projection looks for tombstones (rows of deleted keys, which reads skip) and, where they are at least 10 % of a table's stored rows, drops them with `OPTIMIZE ... FINAL CLEANUP` between two batches (the projection waits meanwhile); in direct mode also the mirror's deleted keys that no older change can come back for (below the stored checkpoint), in MongoDB sinks too. Never when empty.")
+    compact_every_s: int | None = Field(3600, ge=1, description="ClickHouse views: how often a running projection looks for tombstones (rows of deleted keys, which reads skip) and, where they are at least 10 % of a table's stored rows, drops them with `OPTIMIZE ... FINAL CLEANUP` between two batches (the projection waits meanwhile); also the mirror's deleted keys that no older change can come back for (direct mode: below the stored checkpoint; Kafka mode with `source.debezium_slot`: below Debezium's confirmed position), in MongoDB sinks too. Never when empty.")
     resync_backlog_mb: int | None = Field(None, ge=1, description="Direct mode: when a running projection's replication slot is more than this many MB of WAL behind (after a pause, an outage of its sink or of this process), catch up by re-reading its tables into a shadow and swapping it in (an in-process `rebuild`) instead of replaying the WAL. Off when empty.")
 
 

@@ -47,9 +47,17 @@ def make_source(kind: SourceKind, project: ProjectFile, plan: ProjectionPlan) ->
                               publication=src.publication, tables=plan.tables, read_ahead=src.read_ahead)
     if kind == "kafka":
         from ..sources.debezium.kafka import for_projection
-        kafka = project.runtime.kafka
+        kafka, src = project.runtime.kafka, project.source
+        flushed = None
+        if src.debezium_slot:
+            if not src.dsn:
+                raise ConfigError("source.debezium_slot needs source.dsn (its confirmed position is read there)",
+                                  hint="set source.dsn, or remove source.debezium_slot")
+            from ..sources.postgres.slot import confirmed_flush
+            flushed = confirmed_flush(src.dsn, src.debezium_slot)
         return for_projection(plan.name, plan.tables, bootstrap_servers=kafka.bootstrap_servers,
-                              base_group_id=kafka.group_id, topic_prefix=project.source.topic_prefix)
+                              base_group_id=kafka.group_id, topic_prefix=src.topic_prefix,
+                              debezium_slot=src.debezium_slot, flushed_lsn=flushed)
     raise ConfigError(f"unknown source {kind!r}", hint="use --source postgres or --source kafka")
 
 

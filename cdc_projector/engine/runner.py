@@ -205,7 +205,8 @@ class Pipeline:
 
     def _settled(self) -> Position | None:
         """The position below which the source never delivers an event again, given the stored
-        checkpoint (sources that know it offer ``settled(checkpoint)``: direct mode), else None.
+        checkpoint (sources that know it offer ``settled(checkpoint)``: direct mode, and Kafka
+        mode with ``source.debezium_slot``), else None.
         Below it the target's mirror needs no tombstones: no older change can come back."""
         settled = getattr(self.source, "settled", None)
         if settled is None or self._checkpoint is None:

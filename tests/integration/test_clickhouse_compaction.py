@@ -1,20 +1,26 @@
 """Tombstones are collected (`runtime.compact_every_s`): a real `run` with embedded chDB; rows leave
 a table view's `where` and an aggregate's filter in bulk and source rows are deleted, the running
 projections drop the tombstones from their tables between two batches (`OPTIMIZE ... FINAL
-CLEANUP`) and the deleted keys from their mirror (direct mode: below the settled position no older
-change can come back), the views still equal the SQL oracle, and rows that come back afterwards -
+CLEANUP`) and the deleted keys from their mirror (below the settled position no older change can
+come back: direct mode, and Kafka mode through a real Debezium connector named by
+`source.debezium_slot`), the views still equal the SQL oracle, and rows that come back afterwards -
 deleted keys inserted again among them - appear again."""
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+from typing import Callable
 
 import psycopg2
 import pytest
 import yaml
 
 from cdc_projector.sample.seed import seed
-from tests.integration.test_clickhouse_engine_helpers import Projector, oracle_problems
+from cdc_projector.sample.workload import run_workload
+from tests.integration.test_clickhouse_engine_helpers import Projector, kafka_oracle_problems, oracle_problems
+from tests.support.debezium import Capture, debezium, restart_task  # noqa: F401  (fixture)
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
+from tests.support.services import KAFKA_BOOTSTRAP
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +38,12 @@ def _sql(db: PgDb, *statements: str) -> None:
 def _tombstones(projector: Projector) -> dict[str, int]:
     found = projector.dump({t: f"SELECT count() AS n FROM analytics.{t} WHERE _is_deleted = 1" for t in TABLES})
     return {t: int(rows[0]["n"]) for t, rows in found.items()}
+
+
+def _configure(projector: Projector, **runtime: object) -> None:
+    config = yaml.safe_load(projector.config.read_text())
+    config["runtime"].update(runtime)
+    projector.config.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def _mirror_keys(projector: Projector) -> dict[str, int]:
@@ -54,9 +66,7 @@ def _count(db: PgDb, table: str) -> int:
 def test_running_projections_drop_their_tombstones_and_stay_exact(pgdb: PgDb, tmp_path: Path) -> None:  # noqa: F811
     seed(pgdb.dsn, customers=2400, products=20, orders=4000, seed=8)
     projector = Projector(pgdb, tmp_path, NAMES)
-    config = yaml.safe_load(projector.config.read_text())
-    config["runtime"]["compact_every_s"] = 2
-    projector.config.write_text(yaml.safe_dump(config, sort_keys=False))
+    _configure(projector, compact_every_s=2)
     projector.start()
     try:
         projector.catch_up()
@@ -93,4 +103,35 @@ def test_running_projections_drop_their_tombstones_and_stay_exact(pgdb: PgDb, tm
     finally:
         projector.stop()
     problems = oracle_problems(pgdb, projector.dump(), NAMES)
+    assert not problems, "\n".join(problems)
+
+
+def test_kafka_mode_drops_deleted_keys_debezium_cannot_send_again(pgdb: PgDb, tmp_path: Path,  # noqa: F811
+                                                                  debezium: Callable[..., Capture]) -> None:  # noqa: F811
+    seed(pgdb.dsn, customers=300, products=20, orders=4000, seed=9)
+    cap = debezium(pgdb.name, pgdb.publication)
+    projector = Projector(pgdb, tmp_path, ("revenue_by_day",), source="kafka",
+                          source_overrides={"topic_prefix": cap.topic_prefix, "debezium_slot": cap.slot})
+    _configure(projector, compact_every_s=2,
+               kafka={"bootstrap_servers": KAFKA_BOOTSTRAP, "group_id": f"t_cmp_{uuid.uuid4().hex[:8]}"})
+    projector.start()          # ~1,300 orders deleted in one transaction: tombstones in the mirror
+    try:
+        _sql(pgdb, "CREATE TABLE deleted_orders AS SELECT * FROM orders WHERE id % 3 = 0",
+             "DELETE FROM payments WHERE order_id % 3 = 0", "DELETE FROM order_items WHERE order_id % 3 = 0",
+             "DELETE FROM orders WHERE id % 3 = 0")
+        # settled once Debezium confirmed the delete to its slot and the checkpoint passed the
+        # end offsets read after that
+        projector.wait_logged("compacted _cdcp_mirror:", 180)
+    finally:
+        projector.stop()
+    assert _mirror_keys(projector) == {"live": _count(pgdb, "orders"), "gone": 0}
+
+    restart_task(cap.name)     # Debezium sends again what followed its last committed offset
+    projector.start()
+    try:
+        _sql(pgdb, "INSERT INTO orders SELECT * FROM deleted_orders WHERE id % 2 = 0")
+        run_workload(pgdb.dsn, ops=200, seed=33)
+    finally:
+        projector.stop()
+    problems = kafka_oracle_problems(pgdb, projector)
     assert not problems, "\n".join(problems)

@@ -222,7 +222,7 @@ def kafka_oracle_problems(db: PgDb, projector: Projector, timeout_s: float = 600
             projector.alive()
         finally:
             projector.stop()
-        problems = oracle_problems(db, projector.dump())
+        problems = oracle_problems(db, projector.dump(), projector.names)
         if not problems or time.monotonic() > deadline:
             return problems
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+import requests
 from psycopg2 import sql
 
 from cdc_projector.connect import ConnectClient
@@ -155,6 +156,13 @@ def register(database: str, publication: str, *, name: str | None = None,
             unregister(cap)
             raise
     return cap
+
+
+def restart_task(connector: str) -> None:
+    """Restart a running connector and its task: Debezium resumes from its last committed offset
+    and sends again what followed it (at-least-once)."""
+    requests.post(f"{CONNECT_URL}/connectors/{connector}/restart?includeTasks=true&onlyFailed=false",
+                  timeout=30).raise_for_status()
 
 
 def unregister(cap: Capture, *, timeout: float = 60.0) -> None:

@@ -31,10 +31,11 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from ...errors import DecodeError, SourceError
-from ...events import ChangeEvent, TableId
+from ...events import ChangeEvent, Position, TableId
 from ..base import Batch, Checkpoint, ResumeFn
 from .assignor import SingleOwnerAssignor
 from .decode import DebeziumDecoder, heartbeat_topic, table_topic, transaction_topic
+from .horizon import FlushedLsn, SettledHorizon
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,8 @@ class DebeziumKafkaSource:
                  tables: Iterable[str | TableId], decoder: DebeziumDecoder | None = None,
                  include_transaction_topic: bool = False, max_poll_interval_ms: int = 600_000,
                  session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 2_000,
-                 metadata_max_age_ms: int = 30_000, consumer_config: Mapping[str, Any] | None = None) -> None:
+                 metadata_max_age_ms: int = 30_000, consumer_config: Mapping[str, Any] | None = None,
+                 debezium_slot: str | None = None, flushed_lsn: FlushedLsn | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.group_id = group_id
         self.topic_prefix = topic_prefix
@@ -159,6 +161,9 @@ class DebeziumKafkaSource:
         if include_transaction_topic:
             topics.append(transaction_topic(topic_prefix))
         self.topics = sorted(set(topics))
+        #: with Debezium's slot: the position below which no event comes again (mirror tombstones)
+        self._horizon = (SettledHorizon(debezium_slot, flushed_lsn, self._table_end_offsets)
+                         if debezium_slot and flushed_lsn is not None else None)
         self._config: dict[str, Any] = {
             **consumer_defaults(),
             "bootstrap_servers": bootstrap_servers,
@@ -383,6 +388,24 @@ class DebeziumKafkaSource:
             log.warning("kafka source: offset commit for group %s refused (partitions moved): %s", self.group_id, exc)
         except KafkaError as exc:
             log.warning("kafka source: offset commit for group %s failed: %s", self.group_id, exc)
+
+    def settled(self, checkpoint: Checkpoint) -> Position | None:
+        """The position below which Debezium never sends an event again, given the stored
+        ``checkpoint`` (:mod:`.horizon`); None without ``debezium_slot`` or before a first round."""
+        return None if self._horizon is None else self._horizon.settled(checkpoint)
+
+    def _table_end_offsets(self) -> dict[str, int]:
+        """End offset per partition of the table topics that holds records (end > beginning)."""
+        consumer = self.consumer
+        parts = [TopicPartition(topic, p) for topic in sorted({table_topic(self.topic_prefix, t) for t in self.tables})
+                 for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not parts:
+            return {}
+        try:
+            ends, starts = consumer.end_offsets(parts), consumer.beginning_offsets(parts)
+        except KafkaError as exc:
+            raise SourceError(f"cannot read end offsets for group {self.group_id}: {exc}") from exc
+        return {stream_id(tp.topic, tp.partition): int(ends[tp]) for tp in parts if int(ends[tp]) > int(starts[tp])}
 
     def backlog(self) -> dict[str, int]:
         """Messages not yet read, per owned stream (end offset - position)."""

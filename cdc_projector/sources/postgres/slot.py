@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import psycopg2
 import psycopg2.extensions
@@ -89,6 +89,16 @@ def get_slot(conn: Any, name: str) -> SlotInfo | None:
     return SlotInfo(row[0], row[1], row[2], bool(row[3]), bool(row[4]), row[5],
                     parse_lsn(row[6]) if row[6] else None, parse_lsn(row[7]) if row[7] else None,
                     row[8], int(row[9]) if row[9] is not None else None)
+
+
+def confirmed_flush(dsn: str, name: str) -> Callable[[], int | None]:
+    """A probe of the slot ``name``'s ``confirmed_flush_lsn`` (0: none yet; None: no such slot)."""
+    check_slot_name(name)
+
+    def probe() -> int | None:
+        info = slot_status(dsn, name)
+        return None if info is None else info.confirmed_flush_lsn or 0
+    return probe
 
 
 def slot_status(dsn: str, name: str) -> SlotInfo | None:
