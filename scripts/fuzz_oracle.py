@@ -7,14 +7,17 @@ compaction, each ending with every view compared to the SQL oracle.
 Each iteration, on a fresh sample database of the local stack (dropped afterwards) and a
 temp chDB directory: seeds a random shop (20-120 customers, 5-30 products, 50-600 orders),
 starts a real `cdc-projector run` in direct mode with every table and aggregate projection of
-projections/shop.yaml (batch size 50, 200 or 2,000; `compact_every_s` 1, 2 or 3600, so the
-views' and the mirror's tombstones are collected mid-run), runs the sample workload (updates,
+projections/shop.yaml (batch size 50, 200 or 2,000; `compact_every_s` 1, 2 or 3600 - with 1 or
+2 the size thresholds are lowered (``$CDCP_COMPACT_MIN_ROWS``) so that the views' and the
+mirror's few tombstones are collected mid-run; each iteration's line counts the collections
+logged), runs the sample workload (updates,
 deletes, key changes, moves between parents and groups, TOAST values, multi-row transactions;
 300-1,500 operations at 30-200/s) while SIGKILLing the projector 0-3 times at random moments,
 lets a last run catch up, stops it and compares every view with the SQL oracle.
 
 ``--source kafka``: the same through Debezium and Kafka - a connector of its own per iteration
-(registered after the seed: its snapshot is the initial load), `run --source kafka`, and besides
+(registered after the seed: its snapshot is the initial load; ``source.debezium_slot`` names its
+slot, so the mirror's tombstones are collected below its confirmed position), `run --source kafka`, and besides
 the projector's kills 0-2 restarts of the Debezium task, which then re-sends what followed its
 last committed offset (redelivery the position guard must absorb). Kafka positions are offsets,
 not WAL positions, so the end is: run 20 s, stop, compare, until equal or 10 minutes passed.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -49,19 +53,22 @@ from tests.support.pgdb import fresh_database  # noqa: E402
 from tests.support.services import KAFKA_BOOTSTRAP  # noqa: E402
 
 
-def iteration(rnd: random.Random, source: str = "postgres") -> list[str]:
-    """One random run; the oracle's differences (empty when every view is right)."""
+def iteration(rnd: random.Random, source: str = "postgres") -> tuple[list[str], str]:
+    """One random run; the oracle's differences (empty when every view is right) and how many
+    collections of tombstones the run logged."""
     with fresh_database("cdcp_fz") as db:
         seed(db.dsn, customers=rnd.randint(20, 120), products=rnd.randint(5, 30),
              orders=rnd.randint(50, 600), seed=rnd.randint(1, 10**6))
         tmp = Path(tempfile.mkdtemp(prefix="cdcp_fz_"))
         capture = register(db.name, db.publication) if source == "kafka" else None
         try:
-            overrides = {"topic_prefix": capture.topic_prefix} if capture else None
+            overrides = {"topic_prefix": capture.topic_prefix, "debezium_slot": capture.slot} if capture else None
             projector = Projector(db, tmp, source=source, batch_size=rnd.choice([50, 200, 2000]),
                                   source_overrides=overrides)
             config = yaml.safe_load(projector.config.read_text())
             config["runtime"]["compact_every_s"] = rnd.choice([1, 2, 3600])
+            if config["runtime"]["compact_every_s"] < 3600:
+                projector.env.update(CDCP_COMPACT_MIN_ROWS="1", CDCP_COMPACT_MIN_SHARE="0")
             if capture:
                 config["runtime"]["kafka"] = {"bootstrap_servers": KAFKA_BOOTSTRAP,
                                               "group_id": f"fz_{capture.topic_prefix}"}
@@ -87,13 +94,20 @@ def iteration(rnd: random.Random, source: str = "postgres") -> list[str]:
                 stop.set()
                 writer.join()
                 projector.stop()
-            if capture is None:
-                return oracle_problems(db, projector.dump())
-            return kafka_oracle_problems(db, projector)
+            problems = (oracle_problems(db, projector.dump()) if capture is None
+                        else kafka_oracle_problems(db, projector))
+            return problems, _collections(projector.log.read_text(errors="replace"))
         finally:
             if capture is not None:
                 unregister(capture)
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _collections(log: str) -> str:
+    """``"mirror 3, views 5"``: the compactions a run logged (mirror / view tables)."""
+    found = re.findall(r": compacted (\S+): ", log)
+    mirror = sum(1 for table in found if table == "_cdcp_mirror")
+    return f"mirror {mirror}, views {len(found) - mirror}"
 
 
 def main() -> int:
@@ -105,8 +119,8 @@ def main() -> int:
                     help="direct mode (default) or Debezium + Kafka")
     args = ap.parse_args()
     if args.one is not None:
-        problems = iteration(random.Random(args.one), args.source)
-        print("OK" if not problems else "\n".join(problems), flush=True)
+        problems, collected = iteration(random.Random(args.one), args.source)
+        print(f"OK (collected: {collected})" if not problems else "\n".join(problems), flush=True)
         return 1 if problems else 0
     campaign = args.seed if args.seed is not None else random.randrange(10**9)
     print(f"campaign seed {campaign}", flush=True)
@@ -118,8 +132,9 @@ def main() -> int:
         n += 1
         it_seed = rnd.randrange(10**9)
         try:
-            problems = iteration(random.Random(it_seed), args.source)
-            verdict = "OK" if not problems else "DIFFERS " + json.dumps(problems[:5])
+            problems, collected = iteration(random.Random(it_seed), args.source)
+            verdict = (f"OK (collected: {collected})" if not problems
+                       else f"DIFFERS (collected: {collected}) " + json.dumps(problems[:5]))
         except Exception:  # noqa: BLE001 - reported, the campaign goes on
             problems, verdict = ["error"], "ERROR " + traceback.format_exc()[-1500:]
         failed += bool(problems)
