@@ -222,8 +222,10 @@ class Rebuilder:
             from ..sources.debezium.kafka import group_id_for
             admin = KafkaAdminClient(bootstrap_servers=self.project.runtime.kafka.bootstrap_servers)
             try:
-                admin.delete_consumer_groups([group_id_for(self.project.runtime.kafka.group_id,
-                                                           self.shadow_plan.name)])
+                group = group_id_for(self.project.runtime.kafka.group_id, self.shadow_plan.name)
+                for error in admin.delete_groups([group]).values():   # {group: "OK" or the error}
+                    if error != "OK":
+                        log.debug("deleting the shadow consumer group %s: %s", group, error)
             except Exception as exc:  # noqa: BLE001 - absent group: nothing to delete
                 log.debug("deleting the shadow consumer group: %s", exc)
             finally:

@@ -61,10 +61,10 @@ def kafka_group_idle(bootstrap: str, group: str) -> StoppedProbe:
         from kafka import KafkaAdminClient  # type: ignore[import-untyped]
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="cdcp-rebuild")
         try:
-            described = admin.describe_consumer_groups([group])
+            described = admin.describe_groups([group])      # {group: {"members": [...], ...}}
         finally:
             admin.close()
-        return all(not getattr(g, "members", None) for g in described)
+        return all(not g.get("members") for g in described.values())
     return probe
 
 

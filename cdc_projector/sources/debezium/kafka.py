@@ -207,16 +207,17 @@ class DebeziumKafkaSource:
             raise SourceError(f"cannot connect a Kafka consumer for group {self.group_id} to {self.bootstrap_servers}: {exc}",
                               hint="check runtime.kafka.bootstrap_servers and that the broker runs") from exc
         _forbid_topic_auto_creation(self._consumer)
-        # know the partitions of every existing topic before joining: a first assignment made
-        # without them is followed by a rejoin when the metadata arrives, and kafka-python
-        # 3.0.12 was seen to stall for good in that second generation (leader elected, no
-        # assignment ever set)
-        for topic in self.topics:
-            try:
-                self._consumer.partitions_for_topic(topic)
-            except KafkaError as exc:
-                log.debug("kafka source: no metadata for %s yet: %s", topic, exc)
         self._consumer.subscribe(self.topics, listener=_Listener(self))
+        # know the partitions of the subscribed topics before joining (the join happens in the
+        # first poll): kafka-python compares the metadata it assigned with against the metadata
+        # of the *subscribed* topics it saw last, and that is only taken when metadata arrives
+        # after subscribe() - fetched before, the first assignment is followed at once by a
+        # rejoin, and 3.0.12 was seen to stall for good in that second generation (leader
+        # elected, no assignment ever set: the join-stall watchdog's 120 s)
+        try:
+            self._consumer.topics()
+        except KafkaError as exc:
+            log.debug("kafka source: no topic metadata yet: %s", exc)
         self._joining_since = time.monotonic()
         log.info("kafka source: group %s subscribed to %s", self.group_id, ", ".join(self.topics))
 
