@@ -1,8 +1,10 @@
-"""`rebuild --from log` through a real Debezium connector: `run --source kafka` projects a table and
-an aggregate into chDB while a workload writes; `cdc-projector rebuild NAME --from log` (inside the
-running process, which holds chDB) reads the projection's topics from their first offset into a
-shadow in a fresh consumer group, catches up with the live pipeline, swaps; the workload goes on,
-and at the end every view equals the SQL oracle."""
+"""Rebuilds under a live Kafka pipeline, through a real Debezium connector: `run --source kafka`
+projects a table and an aggregate into chDB while a workload writes; `cdc-projector rebuild NAME`
+(inside the running process, which holds chDB) builds a shadow - `--from log`: the projection's
+topics from their first offset in a fresh consumer group; `--from snapshot`: the source tables
+and a slot of its own (Kafka-mode live positions then replay what the shadow holds, all guarded
+no-ops) - catches up with the live pipeline, swaps; the workload goes on, and at the end every
+view equals the SQL oracle."""
 from __future__ import annotations
 
 import re
@@ -27,8 +29,10 @@ pytestmark = pytest.mark.integration
 NAMES = ("orders_flat", "revenue_by_day")
 
 
-def test_rebuild_from_the_log_under_load_matches_the_oracle(pgdb: PgDb, tmp_path: Path,  # noqa: F811
-                                                            debezium: Callable[..., Capture]) -> None:  # noqa: F811
+@pytest.mark.parametrize("origin", ["log", "snapshot"])
+def test_rebuild_under_a_live_kafka_pipeline_matches_the_oracle(origin: str, pgdb: PgDb,  # noqa: F811
+                                                                tmp_path: Path,
+                                                                debezium: Callable[..., Capture]) -> None:  # noqa: F811
     seed(pgdb.dsn, customers=60, products=20, orders=800, seed=12)
     cap = debezium(pgdb.name, pgdb.publication)
     projector = Projector(pgdb, tmp_path, NAMES, source="kafka", batch_size=500,
@@ -44,12 +48,11 @@ def test_rebuild_from_the_log_under_load_matches_the_oracle(pgdb: PgDb, tmp_path
         projector.wait_logged("running revenue_by_day ", 180)
         writer.start()
         for name in NAMES:                 # while the workload writes
-            done = cli("rebuild", name, "--from", "log", "--source", "kafka", "-c", str(projector.config),
+            done = cli("rebuild", name, "--from", origin, "--source", "kafka", "-c", str(projector.config),
                        "--timeout", "600", env=env, timeout=700)
             assert done.returncode == 0, done.stdout + done.stderr
             assert "inside the `run` process" in done.stderr, done.stderr
             assert re.search(r"checksum sha256:[0-9a-f]{64}", done.stdout), done.stdout
-            print(done.stdout, done.stderr)
         writer.join()                      # the rest of the workload after the swaps
         projector.alive()
     finally:
