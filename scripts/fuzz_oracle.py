@@ -13,7 +13,9 @@ mirror's few tombstones are collected mid-run; each iteration's line counts the 
 logged), runs the sample workload (updates,
 deletes, key changes, moves between parents and groups, TOAST values, multi-row transactions;
 300-1,500 operations at 30-200/s) while SIGKILLing the projector 0-3 times at random moments,
-lets a last run catch up, stops it and compares every view with the SQL oracle.
+lets a last run stream the rest of it and catch up (and, compacting every 1-2 s, run three
+intervals more: a collection with everything applied), stops it and compares every view with
+the SQL oracle.
 
 ``--source kafka``: the same through Debezium and Kafka - a connector of its own per iteration
 (registered after the seed: its snapshot is the initial load; ``source.debezium_slot`` names its
@@ -66,8 +68,8 @@ def iteration(rnd: random.Random, source: str = "postgres") -> tuple[list[str], 
             projector = Projector(db, tmp, source=source, batch_size=rnd.choice([50, 200, 2000]),
                                   source_overrides=overrides)
             config = yaml.safe_load(projector.config.read_text())
-            config["runtime"]["compact_every_s"] = rnd.choice([1, 2, 3600])
-            if config["runtime"]["compact_every_s"] < 3600:
+            interval = config["runtime"]["compact_every_s"] = rnd.choice([1, 2, 3600])
+            if interval < 3600:
                 projector.env.update(CDCP_COMPACT_MIN_ROWS="1", CDCP_COMPACT_MIN_SHARE="0")
             if capture:
                 config["runtime"]["kafka"] = {"bootstrap_servers": KAFKA_BOOTSTRAP,
@@ -86,10 +88,13 @@ def iteration(rnd: random.Random, source: str = "postgres") -> tuple[list[str], 
                     projector.kill()
                     if capture and rnd.random() < 0.5:       # Debezium re-sends from its last offset
                         restart_task(capture.name)
-                writer.join()
-                if capture is None:
+                if capture is None:          # the last run streams the rest of the workload
                     projector.start()
+                    writer.join()
                     projector.catch_up(timeout_s=600)
+                    if interval < 3600:      # a collection with everything applied, then the oracle
+                        time.sleep(3 * interval)
+                writer.join()
             finally:
                 stop.set()
                 writer.join()
