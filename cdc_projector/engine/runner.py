@@ -211,7 +211,12 @@ class Pipeline:
         settled = getattr(self.source, "settled", None)
         if settled is None or self._checkpoint is None:
             return None
-        return settled(dict(self._checkpoint.streams))  # type: ignore[no-any-return]
+        try:
+            return settled(dict(self._checkpoint.streams))  # type: ignore[no-any-return]
+        except Exception as exc:  # noqa: BLE001 - the views are compacted all the same
+            log.warning("%s: the source's settled position is unknown, the mirror keeps its tombstones "
+                        "this time: %s", self.plan.name, exc)
+            return None
 
     def apply_batch(self, batch: Batch) -> BatchResult:
         """Project and durably write one batch, then acknowledge it to the source."""

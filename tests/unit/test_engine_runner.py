@@ -1,6 +1,7 @@
 """Pipeline behaviour: ack only after the sink wrote, outage retried without loss, poison isolated."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 import pytest
@@ -10,7 +11,7 @@ from cdc_projector.engine.deadletter import DeadLetter, event_from_json, event_t
 from cdc_projector.engine.memory import MemoryTarget
 from cdc_projector.engine.plan import build_plan
 from cdc_projector.engine.runner import Backoff, Pipeline
-from cdc_projector.errors import SinkUnavailable
+from cdc_projector.errors import SinkUnavailable, SourceError
 from cdc_projector.events import ChangeEvent, Op, Position
 from cdc_projector.sinks.base import StoredCheckpoint, ViewChange, WriteStats
 from cdc_projector.sources.base import Batch, Checkpoint, ResumeFn
@@ -251,6 +252,27 @@ def test_compaction_is_told_the_settled_position_of_the_stored_checkpoint(source
     p.step()
     expected = [Position(5, 0), Position(9, 0)] if source_type is SettledSource else [None, None]
     assert target.compactions == expected
+
+
+class UnsettledSource(ListSource):
+    """A source whose settled position cannot be read (its slot decodes another database, say)."""
+
+    def settled(self, checkpoint: Checkpoint) -> Position | None:
+        raise SourceError("replication slot 'dbz' decodes database 'other', not 'shop' (source.dsn)")
+
+
+def test_a_settled_position_that_cannot_be_read_still_compacts_the_views(caplog: pytest.LogCaptureFixture) -> None:
+    e = Events()
+    target = CompactingTarget()
+    plan = build_plan("profile", Projection.model_validate(PROFILE))
+    source = UnsettledSource([Batch([e.customer(1)], {"s": 5})])
+    p = Pipeline(plan, source, target, ListLetters(), backoff=Backoff(first_s=0.0, max_s=0.0),
+                 compact_every_s=1e-9)
+    p.open()
+    with caplog.at_level(logging.WARNING):
+        p.step()
+    assert target.compactions == [None]                 # the views' compaction ran, the mirror's did not
+    assert "settled position is unknown" in caplog.text and "decodes database 'other'" in caplog.text
 
 
 def test_the_direct_source_settles_at_the_end_of_the_last_applied_transaction() -> None:

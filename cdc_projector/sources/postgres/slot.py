@@ -92,12 +92,27 @@ def get_slot(conn: Any, name: str) -> SlotInfo | None:
 
 
 def confirmed_flush(dsn: str, name: str) -> Callable[[], int | None]:
-    """A probe of the slot ``name``'s ``confirmed_flush_lsn`` (0: none yet; None: no such slot)."""
+    """A probe of the slot ``name``'s ``confirmed_flush_lsn`` (0: none yet; None: no such slot).
+    It raises :class:`SourceError` when the slot decodes another database than ``dsn``'s: a
+    slot of another connector says nothing about what feeds this source's topics."""
     check_slot_name(name)
 
     def probe() -> int | None:
-        info = slot_status(dsn, name)
-        return None if info is None else info.confirmed_flush_lsn or 0
+        conn = connect(dsn)
+        try:
+            info = get_slot(conn, name)
+            with conn.cursor() as cur:
+                cur.execute("SELECT current_database()")
+                database = cur.fetchone()[0]
+        finally:
+            conn.close()
+        if info is None:
+            return None
+        if info.database != database:
+            raise SourceError(f"replication slot {name!r} decodes database {info.database!r}, not "
+                              f"{database!r} (source.dsn)",
+                              hint="set source.debezium_slot to the slot.name of the connector capturing that database")
+        return info.confirmed_flush_lsn or 0
     return probe
 
 
