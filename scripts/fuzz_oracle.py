@@ -19,8 +19,8 @@ the SQL oracle.
 
 ``--source kafka``: the same through Debezium and Kafka - a connector of its own per iteration
 (registered after the seed: its snapshot is the initial load; ``source.debezium_slot`` names its
-slot, so the mirror's tombstones are collected below its confirmed position), `run --source kafka`, and besides
-the projector's kills 0-2 restarts of the Debezium task, which then re-sends what followed its
+slot, so the mirror's tombstones are collected below its confirmed position), `run --source
+kafka`, and besides the projector's kills 0-2 restarts of the Debezium task, which then re-sends what followed its
 last committed offset (redelivery the position guard must absorb). Kafka positions are offsets,
 not WAL positions, so the end is: run 20 s, stop, compare, until equal or 10 minutes passed.
 
@@ -44,7 +44,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import yaml  # noqa: E402
 
 from cdc_projector.sample.seed import seed  # noqa: E402
 from cdc_projector.sample.workload import run_workload  # noqa: E402
@@ -65,16 +64,14 @@ def iteration(rnd: random.Random, source: str = "postgres") -> tuple[list[str], 
         capture = register(db.name, db.publication) if source == "kafka" else None
         try:
             overrides = {"topic_prefix": capture.topic_prefix, "debezium_slot": capture.slot} if capture else None
-            projector = Projector(db, tmp, source=source, batch_size=rnd.choice([50, 200, 2000]),
-                                  source_overrides=overrides)
-            config = yaml.safe_load(projector.config.read_text())
-            interval = config["runtime"]["compact_every_s"] = rnd.choice([1, 2, 3600])
+            batch_size, interval = rnd.choice([50, 200, 2000]), rnd.choice([1, 2, 3600])
+            runtime: dict[str, object] = {"compact_every_s": interval}
+            if capture:
+                runtime["kafka"] = {"bootstrap_servers": KAFKA_BOOTSTRAP, "group_id": f"fz_{capture.topic_prefix}"}
+            projector = Projector(db, tmp, source=source, batch_size=batch_size, source_overrides=overrides,
+                                  runtime=runtime)
             if interval < 3600:
                 projector.env.update(CDCP_COMPACT_MIN_ROWS="1", CDCP_COMPACT_MIN_SHARE="0")
-            if capture:
-                config["runtime"]["kafka"] = {"bootstrap_servers": KAFKA_BOOTSTRAP,
-                                              "group_id": f"fz_{capture.topic_prefix}"}
-            projector.config.write_text(yaml.safe_dump(config, sort_keys=False))
             stop = threading.Event()
             writer = threading.Thread(target=run_workload, kwargs=dict(
                 dsn=db.dsn, ops=rnd.randint(300, 1500), rate=rnd.choice([30, 80, 200]),

@@ -13,7 +13,6 @@ from typing import Callable
 
 import psycopg2
 import pytest
-import yaml
 
 from cdc_projector.sample.seed import seed
 from cdc_projector.sample.workload import run_workload
@@ -40,12 +39,6 @@ def _tombstones(projector: Projector) -> dict[str, int]:
     return {t: int(rows[0]["n"]) for t, rows in found.items()}
 
 
-def _configure(projector: Projector, **runtime: object) -> None:
-    config = yaml.safe_load(projector.config.read_text())
-    config["runtime"].update(runtime)
-    projector.config.write_text(yaml.safe_dump(config, sort_keys=False))
-
-
 def _mirror_keys(projector: Projector) -> dict[str, int]:
     """revenue_by_day's mirror of ``orders``: keys whose latest version is a row / a tombstone."""
     sql = ("SELECT countIf(row IS NOT NULL) AS live, countIf(row IS NULL) AS gone FROM (SELECT row "
@@ -65,8 +58,7 @@ def _count(db: PgDb, table: str) -> int:
 
 def test_running_projections_drop_their_tombstones_and_stay_exact(pgdb: PgDb, tmp_path: Path) -> None:  # noqa: F811
     seed(pgdb.dsn, customers=2400, products=20, orders=4000, seed=8)
-    projector = Projector(pgdb, tmp_path, NAMES)
-    _configure(projector, compact_every_s=2)
+    projector = Projector(pgdb, tmp_path, NAMES, runtime={"compact_every_s": 2})
     projector.start()
     try:
         projector.catch_up()
@@ -111,9 +103,9 @@ def test_kafka_mode_drops_deleted_keys_debezium_cannot_send_again(pgdb: PgDb, tm
     seed(pgdb.dsn, customers=300, products=20, orders=4000, seed=9)
     cap = debezium(pgdb.name, pgdb.publication)
     projector = Projector(pgdb, tmp_path, ("revenue_by_day",), source="kafka",
-                          source_overrides={"topic_prefix": cap.topic_prefix, "debezium_slot": cap.slot})
-    _configure(projector, compact_every_s=2,
-               kafka={"bootstrap_servers": KAFKA_BOOTSTRAP, "group_id": f"t_cmp_{uuid.uuid4().hex[:8]}"})
+                          source_overrides={"topic_prefix": cap.topic_prefix, "debezium_slot": cap.slot},
+                          runtime={"compact_every_s": 2, "kafka": {"bootstrap_servers": KAFKA_BOOTSTRAP,
+                                                                   "group_id": f"t_cmp_{uuid.uuid4().hex[:8]}"}})
     projector.start()          # ~1,300 orders deleted in one transaction: tombstones in the mirror
     try:
         _sql(pgdb, "CREATE TABLE deleted_orders AS SELECT * FROM orders WHERE id % 3 = 0",

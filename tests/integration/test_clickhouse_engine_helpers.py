@@ -40,7 +40,8 @@ class Projector:
 
     def __init__(self, db: PgDb, tmp: Path, names: Sequence[str] = VIEWS, *, source: str = "postgres",
                  extra: dict[str, Any] | None = None, batch_size: int = 2000,
-                 source_overrides: dict[str, Any] | None = None) -> None:
+                 source_overrides: dict[str, Any] | None = None, runtime: dict[str, Any] | None = None) -> None:
+        """``source_overrides`` / ``runtime``: keys set in the file's ``source`` / ``runtime``."""
         self.db = db
         self.tmp = tmp
         self.names = list(names)
@@ -61,7 +62,7 @@ class Projector:
             "sinks": {"analytics": {"type": "clickhouse", "url": f"chdb://{self.chdb_path}",
                                     "database": self.database}},
             "runtime": {"batch_size": batch_size, "batch_ms": 100,
-                        "http": {"bind": "127.0.0.1", "port": self.port}},
+                        "http": {"bind": "127.0.0.1", "port": self.port}, **(runtime or {})},
             "projections": projections,
         }
         self.config.write_text(yaml.safe_dump(doc, sort_keys=False))

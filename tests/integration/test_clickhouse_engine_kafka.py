@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 
@@ -24,9 +24,9 @@ def test_kafka_source_tables_and_aggregates_match_oracle(pgdb: PgDb, tmp_path: P
     require("kafka")
     seed(pgdb.dsn, customers=40, products=20, orders=200, seed=8)
     cap = debezium(pgdb.name, pgdb.publication)
-    projector = Projector(pgdb, tmp_path, source="kafka",
-                          source_overrides={"topic_prefix": cap.topic_prefix})
-    _kafka_runtime(projector, {"bootstrap_servers": KAFKA_BOOTSTRAP, "group_id": f"t_che_{uuid.uuid4().hex[:8]}"})
+    projector = Projector(pgdb, tmp_path, source="kafka", source_overrides={"topic_prefix": cap.topic_prefix},
+                          runtime={"kafka": {"bootstrap_servers": KAFKA_BOOTSTRAP,
+                                             "group_id": f"t_che_{uuid.uuid4().hex[:8]}"}})
     projector.start()
     try:
         run_workload(pgdb.dsn, ops=300, seed=31)
@@ -35,10 +35,3 @@ def test_kafka_source_tables_and_aggregates_match_oracle(pgdb: PgDb, tmp_path: P
     # Kafka positions are offsets, so "caught up" is not a WAL position here
     problems = oracle_problems(pgdb, projector.dump()) and kafka_oracle_problems(pgdb, projector)
     assert not problems, "\n".join(problems)
-
-
-def _kafka_runtime(projector: Projector, kafka: dict[str, Any]) -> None:
-    import yaml
-    doc = yaml.safe_load(projector.config.read_text())
-    doc["runtime"]["kafka"] = kafka
-    projector.config.write_text(yaml.safe_dump(doc, sort_keys=False))

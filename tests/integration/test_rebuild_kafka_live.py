@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-import yaml
 
 from cdc_projector.sample.seed import seed
 from cdc_projector.sample.workload import run_workload
@@ -36,10 +35,9 @@ def test_rebuild_under_a_live_kafka_pipeline_matches_the_oracle(origin: str, pgd
     seed(pgdb.dsn, customers=60, products=20, orders=800, seed=12)
     cap = debezium(pgdb.name, pgdb.publication)
     projector = Projector(pgdb, tmp_path, NAMES, source="kafka", batch_size=500,
-                          source_overrides={"topic_prefix": cap.topic_prefix})
-    config = yaml.safe_load(projector.config.read_text())
-    config["runtime"]["kafka"] = {"bootstrap_servers": KAFKA_BOOTSTRAP, "group_id": f"t_rbl_{uuid.uuid4().hex[:8]}"}
-    projector.config.write_text(yaml.safe_dump(config, sort_keys=False))
+                          source_overrides={"topic_prefix": cap.topic_prefix},
+                          runtime={"kafka": {"bootstrap_servers": KAFKA_BOOTSTRAP,
+                                             "group_id": f"t_rbl_{uuid.uuid4().hex[:8]}"}})
     env = {"CDC_PROJECTOR_STATE_DIR": str(tmp_path / "state")}
     stop = threading.Event()
     writer = threading.Thread(target=run_workload, kwargs=dict(dsn=pgdb.dsn, ops=1200, rate=60, seed=41, stop=stop))
