@@ -51,7 +51,6 @@ from tests.integration.test_clickhouse_engine_helpers import (Projector, kafka_o
                                                                oracle_problems)
 from tests.support.debezium import register, restart_task, unregister  # noqa: E402
 from tests.support.pgdb import fresh_database  # noqa: E402
-from tests.support.services import KAFKA_BOOTSTRAP  # noqa: E402
 
 
 def iteration(rnd: random.Random, source: str = "postgres") -> tuple[list[str], str]:
@@ -65,11 +64,8 @@ def iteration(rnd: random.Random, source: str = "postgres") -> tuple[list[str], 
         try:
             overrides = {"topic_prefix": capture.topic_prefix, "debezium_slot": capture.slot} if capture else None
             batch_size, interval = rnd.choice([50, 200, 2000]), rnd.choice([1, 2, 3600])
-            runtime: dict[str, object] = {"compact_every_s": interval}
-            if capture:
-                runtime["kafka"] = {"bootstrap_servers": KAFKA_BOOTSTRAP, "group_id": f"fz_{capture.topic_prefix}"}
             projector = Projector(db, tmp, source=source, batch_size=batch_size, source_overrides=overrides,
-                                  runtime=runtime)
+                                  runtime={"compact_every_s": interval})
             if interval < 3600:
                 projector.env.update(CDCP_COMPACT_MIN_ROWS="1", CDCP_COMPACT_MIN_SHARE="0")
             stop = threading.Event()

@@ -7,7 +7,6 @@ come back: direct mode, and Kafka mode through a real Debezium connector named b
 deleted keys inserted again among them - appear again."""
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +18,6 @@ from cdc_projector.sample.workload import run_workload
 from tests.integration.test_clickhouse_engine_helpers import Projector, kafka_oracle_problems, oracle_problems
 from tests.support.debezium import Capture, debezium, restart_task  # noqa: F401  (fixture)
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
-from tests.support.services import KAFKA_BOOTSTRAP
 
 pytestmark = pytest.mark.integration
 
@@ -104,8 +102,7 @@ def test_kafka_mode_drops_deleted_keys_debezium_cannot_send_again(pgdb: PgDb, tm
     cap = debezium(pgdb.name, pgdb.publication)
     projector = Projector(pgdb, tmp_path, ("revenue_by_day",), source="kafka",
                           source_overrides={"topic_prefix": cap.topic_prefix, "debezium_slot": cap.slot},
-                          runtime={"compact_every_s": 2, "kafka": {"bootstrap_servers": KAFKA_BOOTSTRAP,
-                                                                   "group_id": f"t_cmp_{uuid.uuid4().hex[:8]}"}})
+                          runtime={"compact_every_s": 2})
     projector.start()          # ~1,300 orders deleted in one transaction: tombstones in the mirror
     try:
         _sql(pgdb, "CREATE TABLE deleted_orders AS SELECT * FROM orders WHERE id % 3 = 0",

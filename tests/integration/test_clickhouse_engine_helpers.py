@@ -24,6 +24,7 @@ from tests.support import running
 from tests.integration.test_rebuild_helpers import free_port
 from tests.support import oracle
 from tests.support.pgdb import PgDb
+from tests.support.services import KAFKA_BOOTSTRAP
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("orders_flat", "customers_dim")
@@ -41,7 +42,8 @@ class Projector:
     def __init__(self, db: PgDb, tmp: Path, names: Sequence[str] = VIEWS, *, source: str = "postgres",
                  extra: dict[str, Any] | None = None, batch_size: int = 2000,
                  source_overrides: dict[str, Any] | None = None, runtime: dict[str, Any] | None = None) -> None:
-        """``source_overrides`` / ``runtime``: keys set in the file's ``source`` / ``runtime``."""
+        """``source_overrides`` / ``runtime``: keys set in the file's ``source`` / ``runtime``
+        (``source="kafka"``: the local broker and a consumer group of its own unless given)."""
         self.db = db
         self.tmp = tmp
         self.names = list(names)
@@ -62,7 +64,10 @@ class Projector:
             "sinks": {"analytics": {"type": "clickhouse", "url": f"chdb://{self.chdb_path}",
                                     "database": self.database}},
             "runtime": {"batch_size": batch_size, "batch_ms": 100,
-                        "http": {"bind": "127.0.0.1", "port": self.port}, **(runtime or {})},
+                        "http": {"bind": "127.0.0.1", "port": self.port},
+                        **({"kafka": {"bootstrap_servers": KAFKA_BOOTSTRAP,
+                                      "group_id": f"t_che_{uuid.uuid4().hex[:8]}"}} if source == "kafka" else {}),
+                        **(runtime or {})},
             "projections": projections,
         }
         self.config.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -3,7 +3,6 @@ database; `cdc-projector run --source kafka` projects shop.yaml's tables and agg
 chDB; after a randomized workload every view equals the SQL oracle."""
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +13,7 @@ from cdc_projector.sample.workload import run_workload
 from tests.integration.test_clickhouse_engine_helpers import Projector, kafka_oracle_problems, oracle_problems
 from tests.support.debezium import Capture, debezium  # noqa: F401  (fixture)
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
-from tests.support.services import KAFKA_BOOTSTRAP, require
+from tests.support.services import require
 
 pytestmark = pytest.mark.integration
 
@@ -24,9 +23,7 @@ def test_kafka_source_tables_and_aggregates_match_oracle(pgdb: PgDb, tmp_path: P
     require("kafka")
     seed(pgdb.dsn, customers=40, products=20, orders=200, seed=8)
     cap = debezium(pgdb.name, pgdb.publication)
-    projector = Projector(pgdb, tmp_path, source="kafka", source_overrides={"topic_prefix": cap.topic_prefix},
-                          runtime={"kafka": {"bootstrap_servers": KAFKA_BOOTSTRAP,
-                                             "group_id": f"t_che_{uuid.uuid4().hex[:8]}"}})
+    projector = Projector(pgdb, tmp_path, source="kafka", source_overrides={"topic_prefix": cap.topic_prefix})
     projector.start()
     try:
         run_workload(pgdb.dsn, ops=300, seed=31)

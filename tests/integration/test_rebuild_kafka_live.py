@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import threading
-import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +20,6 @@ from tests.integration.test_clickhouse_engine_helpers import Projector, kafka_or
 from tests.integration.test_rebuild_helpers import cli
 from tests.support.debezium import Capture, debezium  # noqa: F401  (fixture)
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
-from tests.support.services import KAFKA_BOOTSTRAP
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +33,7 @@ def test_rebuild_under_a_live_kafka_pipeline_matches_the_oracle(origin: str, pgd
     seed(pgdb.dsn, customers=60, products=20, orders=800, seed=12)
     cap = debezium(pgdb.name, pgdb.publication)
     projector = Projector(pgdb, tmp_path, NAMES, source="kafka", batch_size=500,
-                          source_overrides={"topic_prefix": cap.topic_prefix},
-                          runtime={"kafka": {"bootstrap_servers": KAFKA_BOOTSTRAP,
-                                             "group_id": f"t_rbl_{uuid.uuid4().hex[:8]}"}})
+                          source_overrides={"topic_prefix": cap.topic_prefix})
     env = {"CDC_PROJECTOR_STATE_DIR": str(tmp_path / "state")}
     stop = threading.Event()
     writer = threading.Thread(target=run_workload, kwargs=dict(dsn=pgdb.dsn, ops=1200, rate=60, seed=41, stop=stop))
