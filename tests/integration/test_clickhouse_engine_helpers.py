@@ -102,15 +102,19 @@ class Projector:
         """SIGTERM: finish the batch in hand, checkpoint, exit 0."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        # SIGTERM before `run` installed its handlers would just kill it: wait for start-up
-        marker = f"running {self.names[-1]} "
-        end = time.monotonic() + 180
-        while self.log.read_text(errors="replace").count(marker) < self.starts and time.monotonic() < end:
-            self.alive()
-            time.sleep(0.2)
+        self.wait_running()   # SIGTERM before `run` installed its handlers would just kill it
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout=120)
         assert code == 0, f"run exited {code}:\n{self.tail()}"
+
+    def wait_running(self, timeout_s: float = 180.0) -> None:
+        """Wait until the latest start logged its last ``running NAME`` line (start-up done)."""
+        marker = f"running {self.names[-1]} "
+        end = time.monotonic() + timeout_s
+        while self.log.read_text(errors="replace").count(marker) < self.starts:
+            self.alive()
+            assert time.monotonic() < end, f"start {self.starts} not running within {timeout_s} s:\n{self.tail()}"
+            time.sleep(0.2)
 
     def wait_logged(self, text: str, timeout_s: float = 60.0) -> None:
         """Wait until the run's log shows ``text``."""

@@ -51,7 +51,8 @@ def test_kafka_run_sigkilled_during_workload_matches_oracle(pgdb: PgDb,  # noqa:
     try:
         for _ in range(4):
             proc = RunProc(env)
-            time.sleep(rng.uniform(4.0, 9.0))    # startup + a random part of the stream
+            proc.wait_running()
+            time.sleep(rng.uniform(0.5, 5.0))    # a random part of the stream
             proc.alive()
             proc.kill()
         writer.join()

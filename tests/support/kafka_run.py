@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,8 @@ class RunProc:
         args = ["run", "-c", str(self.config), "--source", "kafka"]
         for n in names or env.names:
             args += ["--projection", n]
+        self.marker = f"running {(names or env.names)[-1]} "
+        self.before = env.log.read_text(errors="replace").count(self.marker) if env.log.exists() else 0
         self.proc = subprocess.Popen([sys.executable, "-c", "from cdc_projector.cli import main; main()", *args],
                                      stdout=env.log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT,
                                      env=dict(os.environ))
@@ -144,6 +147,14 @@ class RunProc:
 
     def alive(self) -> None:
         assert self.proc.poll() is None, f"run exited with {self.proc.returncode}:\n{self.log_tail()}"
+
+    def wait_running(self, timeout_s: float = 180.0) -> None:
+        """Wait until this run logged its last ``running NAME`` line (start-up done)."""
+        end = time.monotonic() + timeout_s
+        while self.env.log.read_text(errors="replace").count(self.marker) <= self.before:
+            self.alive()
+            assert time.monotonic() < end, f"not running within {timeout_s} s:\n{self.log_tail()}"
+            time.sleep(0.2)
 
     def kill(self) -> None:
         """SIGKILL: no batch finished, nothing flushed."""
