@@ -61,7 +61,8 @@ def test_standby_in_the_same_group_takes_over(how: str, pgdb: PgDb, debezium: Ca
     try:
         wait_until(env.check_oracle, first.alive, deadline_s=600)   # `first` owns every partition
         second = RunProc(env)                                        # standby: same consumer groups
-        time.sleep(8.0)                                              # it has joined the groups
+        second.wait_running()
+        time.sleep(3.0)                                              # it has joined the groups
         second.alive()
         writer.start()
         time.sleep(6.0)                                              # mid-workload
