@@ -25,7 +25,10 @@ last committed offset (redelivery the position guard must absorb). Kafka positio
 not WAL positions, so the end is: run 20 s, stop, compare, until equal or 10 minutes passed.
 
 Prints one line per iteration (``--one`` with its seed repeats it) and exits
-1 if any view differed or an iteration failed. Not a test (minutes of random work): a campaign to
+1 if any view differed or an iteration failed. Ctrl-C or SIGTERM ends the iteration in hand
+cleanly (its database, slots, connector and topics are dropped); after a SIGKILL, ``--sweep``
+drops what campaigns left behind (every ``cdcp_fz_*`` database with its slots, and the connectors
+capturing one, with their topics). Not a test (minutes of random work): a campaign to
 run after changes to the engine or the sinks; tests/integration holds the fixed-seed versions.
 """
 from __future__ import annotations
@@ -35,6 +38,7 @@ import json
 import random
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -49,14 +53,17 @@ from cdc_projector.sample.seed import seed  # noqa: E402
 from cdc_projector.sample.workload import run_workload  # noqa: E402
 from tests.integration.test_clickhouse_engine_helpers import (Projector, kafka_oracle_problems,  # noqa: E402
                                                                oracle_problems)
-from tests.support.debezium import register, restart_task, unregister  # noqa: E402
-from tests.support.pgdb import fresh_database  # noqa: E402
+from tests.support.debezium import Capture, register, restart_task, unregister  # noqa: E402
+from tests.support.pgdb import _admin, drop_database, fresh_database  # noqa: E402
+from tests.support.services import CONNECT_URL, reachable  # noqa: E402
+
+PREFIX = "cdcp_fz"
 
 
 def iteration(rnd: random.Random, source: str = "postgres") -> tuple[list[str], str]:
     """One random run; the oracle's differences (empty when every view is right) and how many
     collections of tombstones the run logged."""
-    with fresh_database("cdcp_fz") as db:
+    with fresh_database(PREFIX) as db:
         seed(db.dsn, customers=rnd.randint(20, 120), products=rnd.randint(5, 30),
              orders=rnd.randint(50, 600), seed=rnd.randint(1, 10**6))
         tmp = Path(tempfile.mkdtemp(prefix="cdcp_fz_"))
@@ -108,6 +115,35 @@ def _collections(log: str) -> str:
     return f"mirror {mirror}, views {len(found) - mirror}"
 
 
+def sweep() -> None:
+    """Drop what killed campaigns left: the connectors capturing a ``cdcp_fz_*`` database (with
+    their slots and topics), then those databases (with any slot left)."""
+    import requests
+    if reachable("connect"):
+        connectors = requests.get(f"{CONNECT_URL}/connectors?expand=info", timeout=30).json()
+        for name, entry in connectors.items():
+            config = entry["info"]["config"]
+            if config.get("database.dbname", "").startswith(f"{PREFIX}_"):
+                unregister(Capture(name=name, database=config["database.dbname"],
+                                   publication=config.get("publication.name", ""),
+                                   slot=config.get("slot.name", "debezium"), topic_prefix=config["topic.prefix"]))
+                print(f"connector {name} deleted (slot, topics)", flush=True)
+    conn = _admin()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (f"{PREFIX}_",))
+            names = [r[0] for r in cur.fetchall()]
+    finally:
+        conn.close()
+    for name in names:
+        drop_database(name)
+        print(f"database {name} dropped (slots)", flush=True)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")   # unwinds through the iteration's clean-ups
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=30.0, help="start iterations until this much time has passed")
@@ -115,7 +151,12 @@ def main() -> int:
     ap.add_argument("--one", type=int, default=None, metavar="SEED", help="run the one iteration of this seed")
     ap.add_argument("--source", choices=["postgres", "kafka"], default="postgres",
                     help="direct mode (default) or Debezium + Kafka")
+    ap.add_argument("--sweep", action="store_true", help="drop what killed campaigns left, and exit")
     args = ap.parse_args()
+    if args.sweep:
+        sweep()
+        return 0
+    signal.signal(signal.SIGTERM, _terminated)
     if args.one is not None:
         problems, collected = iteration(random.Random(args.one), args.source)
         print(f"OK (collected: {collected})" if not problems else "\n".join(problems), flush=True)
@@ -133,6 +174,10 @@ def main() -> int:
             problems, collected = iteration(random.Random(it_seed), args.source)
             verdict = (f"OK (collected: {collected})" if not problems
                        else f"DIFFERS (collected: {collected}) " + json.dumps(problems[:5]))
+        except KeyboardInterrupt:
+            print(f"interrupted in iteration {n} (seed {it_seed}); {n - 1} iterations done, {failed} failed",
+                  flush=True)
+            return 130
         except Exception:  # noqa: BLE001 - reported, the campaign goes on
             problems, verdict = ["error"], "ERROR " + traceback.format_exc()[-1500:]
         failed += bool(problems)
