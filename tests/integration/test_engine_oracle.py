@@ -170,10 +170,16 @@ def test_sigkill_mid_workload_then_restart_matches_oracle(pgdb: PgDb, mongo_db: 
     writer = threading.Thread(target=run_workload, kwargs=dict(dsn=pgdb.dsn, ops=600, rate=60, seed=11, stop=stop))
     writer.start()
     try:
+        marker = f"running {DOCS[-1]} ".encode()
         for kill in range(4):
+            begin = log.stat().st_size if log.exists() else 0
             proc = _run_cli(config, log)
-            time.sleep(2.0 + kill)
-            assert proc.poll() is None, log.read_text()[-3000:]
+            def up(proc: subprocess.Popen[bytes] = proc) -> None:
+                assert proc.poll() is None, log.read_text()[-3000:]
+            # after its start-up (whose length depends on the machine's load): a part of the run
+            support_wait_until(lambda: _assert(marker in log.read_bytes()[begin:]), up, 180, interval_s=0.2)
+            time.sleep(0.5 + kill)
+            up()
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         writer.join()
@@ -190,7 +196,6 @@ def test_sigkill_mid_workload_then_restart_matches_oracle(pgdb: PgDb, mongo_db: 
             # lines; counted in this run's part of the log only: a killed run under load may
             # have died before printing its own), then caught up with everything written,
             # then the oracle
-            marker = f"running {DOCS[-1]} ".encode()
             wait_until(lambda: _assert(marker in log.read_bytes()[start:]), alive)
             lsn = current_lsn(pgdb.dsn)
             url = f"http://127.0.0.1:{project.runtime.http.port}"
