@@ -73,13 +73,13 @@ class Projector:
         self.config.write_text(yaml.safe_dump(doc, sort_keys=False))
         self.env = {**os.environ, "CDC_PROJECTOR_STATE_DIR": str(tmp / "state")}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
+        self.begin = 0                       # where the latest start's part of the log begins
 
     # -- process -----------------------------------------------------------
     def start(self) -> "Projector":
         if self.source == "postgres" and self.proc is None:
             wait_for_slot_headroom(self.db, len(self.names))
-        self.starts += 1
+        self.begin = running.log_size(self.log)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", "from cdc_projector.cli import main; main()", "run", "-c", str(self.config),
@@ -109,20 +109,11 @@ class Projector:
 
     def wait_running(self, timeout_s: float = 180.0) -> None:
         """Wait until the latest start logged its last ``running NAME`` line (start-up done)."""
-        marker = f"running {self.names[-1]} "
-        end = time.monotonic() + timeout_s
-        while self.log.read_text(errors="replace").count(marker) < self.starts:
-            self.alive()
-            assert time.monotonic() < end, f"start {self.starts} not running within {timeout_s} s:\n{self.tail()}"
-            time.sleep(0.2)
+        running.wait_logged(self.log, f"running {self.names[-1]} ", self.alive, since=self.begin, deadline_s=timeout_s)
 
     def wait_logged(self, text: str, timeout_s: float = 60.0) -> None:
         """Wait until the run's log shows ``text``."""
-        end = time.monotonic() + timeout_s
-        while text not in self.log.read_text(errors="replace"):
-            self.alive()
-            assert time.monotonic() < end, f"{text!r} not logged within {timeout_s} s:\n{self.tail()}"
-            time.sleep(0.5)
+        running.wait_logged(self.log, text, self.alive, deadline_s=timeout_s)
 
     def catch_up(self, timeout_s: float = 240.0) -> None:
         """Wait until every projection applied the source's current WAL position."""

@@ -24,7 +24,7 @@ from cdc_projector.sample.seed import seed
 from cdc_projector.sample.workload import run_workload
 from tests.support import oracle
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
-from tests.support.running import ThreadedRun
+from tests.support.running import ThreadedRun, log_size, wait_logged
 from tests.support.running import wait_until as support_wait_until
 from tests.support.services import MONGODB_URL, scratch_mongo_database
 
@@ -139,10 +139,6 @@ def test_expression_error_dead_letters_one_row_others_flow(pgdb: PgDb, mongo_db:
         running.stop()
 
 
-def _assert(condition: bool) -> None:
-    assert condition
-
-
 def _applied(lsn: int, url: str) -> None:
     """Every document projection of the run at ``url`` applied ``lsn`` (an assertion)."""
     try:
@@ -170,20 +166,19 @@ def test_sigkill_mid_workload_then_restart_matches_oracle(pgdb: PgDb, mongo_db: 
     writer = threading.Thread(target=run_workload, kwargs=dict(dsn=pgdb.dsn, ops=600, rate=60, seed=11, stop=stop))
     writer.start()
     try:
-        marker = f"running {DOCS[-1]} ".encode()
+        marker = f"running {DOCS[-1]} "
         for kill in range(4):
-            begin = log.stat().st_size if log.exists() else 0
+            begin = log_size(log)
             proc = _run_cli(config, log)
             def up(proc: subprocess.Popen[bytes] = proc) -> None:
                 assert proc.poll() is None, log.read_text()[-3000:]
-            # after its start-up (whose length depends on the machine's load): a part of the run
-            support_wait_until(lambda: _assert(marker in log.read_bytes()[begin:]), up, 180, interval_s=0.2)
+            wait_logged(log, marker, up, since=begin)      # its start-up done, then a part of the run
             time.sleep(0.5 + kill)
             up()
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         writer.join()
-        start = log.stat().st_size if log.exists() else 0
+        start = log_size(log)
         proc = _run_cli(config, log)
         try:
             project = ProjectFile.model_validate(yaml.safe_load(config.read_text()))
@@ -196,7 +191,7 @@ def test_sigkill_mid_workload_then_restart_matches_oracle(pgdb: PgDb, mongo_db: 
             # lines; counted in this run's part of the log only: a killed run under load may
             # have died before printing its own), then caught up with everything written,
             # then the oracle
-            wait_until(lambda: _assert(marker in log.read_bytes()[start:]), alive)
+            wait_logged(log, marker, alive, since=start, deadline_s=240)
             lsn = current_lsn(pgdb.dsn)
             url = f"http://127.0.0.1:{project.runtime.http.port}"
             wait_until(lambda: _applied(lsn, url), alive)

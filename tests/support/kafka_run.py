@@ -21,7 +21,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from cdc_projector.config.models import ProjectFile
 from tests.integration.test_engine_oracle import check_oracle
 from tests.support.debezium import Capture
 from tests.support.pgdb import PgDb
-from tests.support.running import ThreadedRun, wait_until  # noqa: F401  (wait_until: re-exported)
+from tests.support.running import ThreadedRun, log_size, wait_logged, wait_until  # noqa: F401  (wait_until: re-exported)
 from tests.support.services import KAFKA_BOOTSTRAP, MONGODB_URL, require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,7 +136,7 @@ class RunProc:
         for n in names or env.names:
             args += ["--projection", n]
         self.marker = f"running {(names or env.names)[-1]} "
-        self.before = env.log.read_text(errors="replace").count(self.marker) if env.log.exists() else 0
+        self.begin = log_size(env.log)
         self.proc = subprocess.Popen([sys.executable, "-c", "from cdc_projector.cli import main; main()", *args],
                                      stdout=env.log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT,
                                      env=dict(os.environ))
@@ -150,11 +149,7 @@ class RunProc:
 
     def wait_running(self, timeout_s: float = 180.0) -> None:
         """Wait until this run logged its last ``running NAME`` line (start-up done)."""
-        end = time.monotonic() + timeout_s
-        while self.env.log.read_text(errors="replace").count(self.marker) <= self.before:
-            self.alive()
-            assert time.monotonic() < end, f"not running within {timeout_s} s:\n{self.log_tail()}"
-            time.sleep(0.2)
+        wait_logged(self.env.log, self.marker, self.alive, since=self.begin, deadline_s=timeout_s)
 
     def kill(self) -> None:
         """SIGKILL: no batch finished, nothing flushed."""

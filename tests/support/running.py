@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cdc_projector.config.models import ProjectFile
@@ -33,6 +34,25 @@ def wait_until(check: Callable[[], None], alive: Callable[[], None] | None = Non
             if time.monotonic() > end:
                 raise
             time.sleep(interval_s)
+
+
+def wait_logged(log: Path, text: str, alive: Callable[[], None], *, since: int = 0,
+                deadline_s: float = 180.0) -> None:
+    """Wait until ``text`` appears in ``log`` after its byte ``since`` (where a run's own part
+    begins: ``log.stat().st_size`` before it started), e.g. a run's last ``running NAME`` line:
+    its start-up done, whose length depends on the machine's load."""
+    wanted = text.encode()
+    wait_until(lambda: _assert(wanted in log.read_bytes()[since:], f"{text!r} not logged"), alive, deadline_s,
+               interval_s=0.2)
+
+
+def log_size(log: Path) -> int:
+    """Where what a run appends to ``log`` from now on begins."""
+    return log.stat().st_size if log.exists() else 0
+
+
+def _assert(condition: bool, message: str) -> None:
+    assert condition, message
 
 
 class ThreadedRun:
