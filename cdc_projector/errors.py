@@ -7,6 +7,16 @@ CLI can print one line that says what failed, where, and what to do next.
 """
 from __future__ import annotations
 
+import re
+
+_PASSWORD_RE = re.compile(r"(://[^:/@]+:)[^@]*@|(password\s*=\s*)\S+", re.IGNORECASE)
+
+
+def redact(dsn: str) -> str:
+    """A DSN or URL with its password replaced by ``***`` (``user:***@``, ``password=***``):
+    safe in a message or a log line."""
+    return _PASSWORD_RE.sub(lambda m: (m.group(1) + "***@") if m.group(1) else m.group(2) + "***", dsn)
+
 
 class CdcProjectorError(Exception):
     """Something went wrong in cdc-projector."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from ..errors import ConnectError
+from ..errors import ConnectError, redact
 
 DEFAULT_URL = "http://127.0.0.1:8083"
 
@@ -66,6 +66,7 @@ class ConnectClient:
 
     def __init__(self, url: str = DEFAULT_URL, *, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
+        self.shown = redact(self.url)          # in messages: no password
         self.timeout = timeout
         self._http = requests.Session()
 
@@ -84,10 +85,10 @@ class ConnectClient:
         try:
             resp = self._http.request(method, self.url + path, json=json_body, timeout=self.timeout)
         except requests.ConnectionError:
-            raise ConnectError(f"Kafka Connect is not reachable at {self.url}",
+            raise ConnectError(f"Kafka Connect is not reachable at {self.shown}",
                                hint="start it with `make stack-up` or pass --url / CDCP_CONNECT_URL") from None
         except requests.Timeout:
-            raise ConnectError(f"Kafka Connect at {self.url} did not answer {method} {path} "
+            raise ConnectError(f"Kafka Connect at {self.shown} did not answer {method} {path} "
                                f"within {self.timeout:.0f}s") from None
         if resp.status_code not in ok:
             try:
@@ -152,7 +153,7 @@ class ConnectClient:
                     return last
                 if last.failed:
                     raise ConnectError(f"connector {name} FAILED: {last.first_error()}",
-                                       hint=f"fix its config, then GET {self.url}/connectors/{name}/status")
+                                       hint=f"fix its config, then GET {self.shown}/connectors/{name}/status")
             if time.monotonic() > deadline:
                 state = last.state if last else "not registered"
                 raise ConnectError(f"connector {name} not RUNNING after {timeout:.0f}s (state {state})")

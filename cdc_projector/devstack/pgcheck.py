@@ -19,13 +19,7 @@ import psycopg2
 import psycopg2.extensions
 
 from ..errors import PreflightError, SourceError
-
-_PASSWORD_RE = re.compile(r"(://[^:/@]+:)[^@]*@|(password\s*=\s*)\S+", re.IGNORECASE)
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN with its password replaced by ``***`` (safe to print or log)."""
-    return _PASSWORD_RE.sub(lambda m: (m.group(1) + "***@") if m.group(1) else m.group(2) + "***", dsn)
+from ..errors import redact as redact_dsn
 
 
 def translate_connect_error(exc: psycopg2.Error, dsn: str) -> SourceError:

@@ -49,12 +49,17 @@ def make_source(kind: SourceKind, project: ProjectFile, plan: ProjectionPlan) ->
         from ..sources.debezium.kafka import for_projection
         kafka, src = project.runtime.kafka, project.source
         flushed = None
-        if src.debezium_slot:
+        if src.debezium_slot or src.connect_url:
             if not src.dsn:
-                raise ConfigError("source.debezium_slot needs source.dsn (its confirmed position is read there)",
-                                  hint="set source.dsn, or remove source.debezium_slot")
-            from ..sources.postgres.slot import confirmed_flush
-            flushed = confirmed_flush(src.dsn, src.debezium_slot)
+                raise ConfigError("source.debezium_slot and source.connect_url need source.dsn (the slot's "
+                                  "confirmed position is read there)",
+                                  hint="set source.dsn, or remove source.debezium_slot and source.connect_url")
+            if src.connect_url and not src.connect_url.startswith(("http://", "https://")):
+                raise ConfigError("source.connect_url is not an http(s):// URL",
+                                  hint="Kafka Connect's REST URL, e.g. http://127.0.0.1:8083")
+            from ..sources.debezium.connector import flushed_lsn_probe
+            flushed = flushed_lsn_probe(src.dsn, slot=src.debezium_slot, connect_url=src.connect_url,
+                                        topic_prefix=src.topic_prefix)
         return for_projection(plan.name, plan.tables, bootstrap_servers=kafka.bootstrap_servers,
                               base_group_id=kafka.group_id, topic_prefix=src.topic_prefix,
                               debezium_slot=src.debezium_slot, flushed_lsn=flushed)

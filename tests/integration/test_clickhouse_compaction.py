@@ -2,8 +2,8 @@
 a table view's `where` and an aggregate's filter in bulk and source rows are deleted, the running
 projections drop the tombstones from their tables between two batches (`OPTIMIZE ... FINAL
 CLEANUP`) and the deleted keys from their mirror (below the settled position no older change can
-come back: direct mode, and Kafka mode through a real Debezium connector named by
-`source.debezium_slot`), the views still equal the SQL oracle, and rows that come back afterwards -
+come back: direct mode, and Kafka mode through a real Debezium connector whose slot Kafka Connect
+names, `source.connect_url`; the fuzz campaigns name it by `source.debezium_slot`), the views still equal the SQL oracle, and rows that come back afterwards -
 deleted keys inserted again among them - appear again."""
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from cdc_projector.sample.workload import run_workload
 from tests.integration.test_clickhouse_engine_helpers import Projector, kafka_oracle_problems, oracle_problems
 from tests.support.debezium import Capture, debezium, restart_task  # noqa: F401  (fixture)
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
+from tests.support.services import CONNECT_URL
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +102,7 @@ def test_kafka_mode_drops_deleted_keys_debezium_cannot_send_again(pgdb: PgDb, tm
     seed(pgdb.dsn, customers=300, products=20, orders=4000, seed=9)
     cap = debezium(pgdb.name, pgdb.publication)
     projector = Projector(pgdb, tmp_path, ("revenue_by_day",), source="kafka",
-                          source_overrides={"topic_prefix": cap.topic_prefix, "debezium_slot": cap.slot},
+                          source_overrides={"topic_prefix": cap.topic_prefix, "connect_url": CONNECT_URL},
                           runtime={"compact_every_s": 2})
     projector.start()          # ~1,300 orders deleted in one transaction: tombstones in the mirror
     try:

@@ -27,7 +27,6 @@ lookups are one such query per value (``_id``, ``t`` + ``x``), on MongoDB one
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Any, Collection, Mapping, Sequence
 
@@ -36,7 +35,7 @@ from ...engine import definition as fingerprints
 from ...engine.deadletter import DeadLetter, event_from_json, event_to_json
 from ...engine.mirror import MirrorRow, key_id, value_id
 from ...engine.plan import ProjectionPlan
-from ...errors import SinkError, SinkUnavailable
+from ...errors import SinkError, SinkUnavailable, redact
 from ...events import Position, TableId
 from ..base import StoredCheckpoint, ViewChange, WriteStats, register_sink
 from .codec import from_document, from_mirror, to_document, to_mirror
@@ -52,10 +51,6 @@ _FERRETDB_WRITE_CHUNK = 32
 DEFAULT_URL = "mongodb://127.0.0.1:27017"
 #: longest wait for one server reply before the write is retried
 SOCKET_TIMEOUT_MS = 120_000
-
-
-def _redact(url: str) -> str:
-    return re.sub(r"//([^:/@]+):([^@]*)@", r"//\1:***@", url)
 
 
 def translate(exc: Exception, what: str) -> SinkError:
@@ -410,7 +405,7 @@ class MongoSink:
     def connect(self) -> None:
         import pymongo
         from pymongo import errors as pe
-        where = f"sink {self.name!r} ({_redact(self.url)})"
+        where = f"sink {self.name!r} ({redact(self.url)})"
         try:
             # a write stuck in the server (seen on FerretDB v1) times out, is reported as
             # SinkUnavailable and retried (every write is idempotent) instead of hanging forever

@@ -140,7 +140,9 @@ class DebeziumKafkaSource:
     ``<prefix>.transaction`` with ``include_transaction_topic``). Topics that do
     not exist yet are picked up when Debezium creates them (metadata refresh
     every ``metadata_max_age_ms``). ``consumer_config`` passes extra
-    kafka-python settings (security, client id...).
+    kafka-python settings (security, client id...). ``flushed_lsn`` probes the confirmed
+    position of Debezium's slot (``debezium_slot``, or the one Connect names:
+    :mod:`.connector`): with it, :meth:`settled` tells what the mirror need not remember.
     """
 
     #: never: a fresh snapshot is Debezium's to take, and its events overwrite by position
@@ -162,8 +164,8 @@ class DebeziumKafkaSource:
             topics.append(transaction_topic(topic_prefix))
         self.topics = sorted(set(topics))
         #: with Debezium's slot: the position below which no event comes again (mirror tombstones)
-        self._horizon = (SettledHorizon(debezium_slot, flushed_lsn, self._table_end_offsets)
-                         if debezium_slot and flushed_lsn is not None else None)
+        self._horizon = (SettledHorizon(debezium_slot or "", flushed_lsn, self._table_end_offsets)
+                         if flushed_lsn is not None else None)
         self._config: dict[str, Any] = {
             **consumer_defaults(),
             "bootstrap_servers": bootstrap_servers,
@@ -392,7 +394,7 @@ class DebeziumKafkaSource:
 
     def settled(self, checkpoint: Checkpoint) -> Position | None:
         """The position below which Debezium never sends an event again, given the stored
-        ``checkpoint`` (:mod:`.horizon`); None without ``debezium_slot`` or before a first round."""
+        ``checkpoint`` (:mod:`.horizon`); None without ``flushed_lsn`` or before a first round."""
         return None if self._horizon is None else self._horizon.settled(checkpoint)
 
     def _table_end_offsets(self) -> dict[str, int]:
