@@ -19,7 +19,8 @@ the SQL oracle.
 
 ``--source kafka``: the same through Debezium and Kafka - a connector of its own per iteration
 (registered after the seed: its snapshot is the initial load; ``source.debezium_slot`` names its
-slot, so the mirror's tombstones are collected below its confirmed position), `run --source
+slot, or ``source.connect_url`` lets Kafka Connect name it, one or the other at random, so the
+mirror's tombstones are collected below its confirmed position), `run --source
 kafka`, and besides the projector's kills 0-2 restarts of the Debezium task, which then re-sends what followed its
 last committed offset (redelivery the position guard must absorb). Kafka positions are offsets,
 not WAL positions, so the end is: run 20 s, stop, compare, until equal or 10 minutes passed.
@@ -69,8 +70,11 @@ def iteration(rnd: random.Random, source: str = "postgres") -> tuple[list[str], 
         tmp = Path(tempfile.mkdtemp(prefix="cdcp_fz_"))
         capture = register(db.name, db.publication) if source == "kafka" else None
         try:
-            overrides = {"topic_prefix": capture.topic_prefix, "debezium_slot": capture.slot} if capture else None
             batch_size, interval = rnd.choice([50, 200, 2000]), rnd.choice([1, 2, 3600])
+            # Debezium's slot: named, or Kafka Connect asked for it
+            overrides = ({"topic_prefix": capture.topic_prefix,
+                          **({"debezium_slot": capture.slot} if rnd.random() < 0.5 else {"connect_url": CONNECT_URL})}
+                         if capture else None)
             projector = Projector(db, tmp, source=source, batch_size=batch_size, source_overrides=overrides,
                                   runtime={"compact_every_s": interval})
             if interval < 3600:
