@@ -193,30 +193,36 @@ class Pipeline:
         if compact is None:
             return
         t0 = time.monotonic()
+        settled, unknown = self._settled()
         try:
-            done = compact(settled=self._settled())
+            done = compact(settled=settled) or {}
         except Exception as exc:  # noqa: BLE001 - tombstones only cost space; the view is right
             log.warning("%s: compaction failed (tried again in %.0f s): %s", self.plan.name,
                         self.compact_every_s, exc)
-            return
-        for table, figures in (done or {}).items():
+            done, unknown = {}, f"compaction failed: {exc}"
+        for table, figures in done.items():
             log.info("%s: compacted %s: %d tombstones dropped, %d -> %d stored rows (%.1f s)", self.plan.name,
                      table, figures["tombstones"], figures["rows"], figures["after"], time.monotonic() - t0)
+        report = getattr(self.observer, "compacted", None)
+        if report is not None:
+            report({table: figures["tombstones"] for table, figures in done.items()}, time.monotonic() - t0,
+                   None if settled is None else str(settled), unknown)
 
-    def _settled(self) -> Position | None:
+    def _settled(self) -> tuple[Position | None, str | None]:
         """The position below which the source never delivers an event again, given the stored
         checkpoint (sources that know it offer ``settled(checkpoint)``: direct mode, and Kafka
-        mode with ``source.debezium_slot``), else None.
-        Below it the target's mirror needs no tombstones: no older change can come back."""
+        mode with ``source.debezium_slot`` / ``source.connect_url``), else None; and why it is
+        unknown when asking failed. Below it the target's mirror needs no tombstones: no older
+        change can come back."""
         settled = getattr(self.source, "settled", None)
         if settled is None or self._checkpoint is None:
-            return None
+            return None, None
         try:
-            return settled(dict(self._checkpoint.streams))  # type: ignore[no-any-return]
+            return settled(dict(self._checkpoint.streams)), None
         except Exception as exc:  # noqa: BLE001 - the views are compacted all the same
             log.warning("%s: the source's settled position is unknown, the mirror keeps its tombstones "
                         "this time: %s", self.plan.name, exc)
-            return None
+            return None, str(exc)
 
     def apply_batch(self, batch: Batch) -> BatchResult:
         """Project and durably write one batch, then acknowledge it to the source."""

@@ -20,6 +20,9 @@ name                                        type        meaning
 ``cdc_projector_paused``                    gauge       1 while paused by an operator
 ``cdc_projector_resyncs_total``             counter     catch-ups by re-snapshot started (``runtime.resync_backlog_mb``)
 ``cdc_projector_slo_breach``                gauge       1 while an SLO of the projection is breached
+``cdc_projector_compactions_total``         counter     compaction rounds run (``runtime.compact_every_s``)
+``cdc_projector_tombstones_dropped_total``  counter     tombstones dropped by them (views and mirror)
+``cdc_projector_compaction_seconds_total``  counter     time the projection waited on them
 ==========================================  ==========  =============================================
 """
 from __future__ import annotations
@@ -65,6 +68,11 @@ class TelemetryCollector(Collector):
                                    labels=label)
         resyncs = CounterMetricFamily("cdc_projector_resyncs", "Catch-ups by re-snapshot started.", labels=label)
         breach = GaugeMetricFamily("cdc_projector_slo_breach", "1 while an SLO is breached.", labels=label)
+        rounds = CounterMetricFamily("cdc_projector_compactions", "Compaction rounds run.", labels=label)
+        dropped = CounterMetricFamily("cdc_projector_tombstones_dropped",
+                                      "Tombstones dropped by compaction (views and mirror).", labels=label)
+        waited = CounterMetricFamily("cdc_projector_compaction_seconds",
+                                     "Time the projection waited on compaction.", labels=label)
         for name, proj in sorted(self.telemetry.projections.items()):
             st = proj.status()
             buckets, total, count = proj.prometheus_histogram()
@@ -88,9 +96,12 @@ class TelemetryCollector(Collector):
             paused.add_metric([name], 1.0 if st["paused"] and st["paused_by"] != RESYNC else 0.0)
             resyncs.add_metric([name], st["resyncs"])
             breach.add_metric([name], 1.0 if st["breaches"] else 0.0)
+            rounds.add_metric([name], proj.compactions_total)
+            dropped.add_metric([name], proj.tombstones_dropped_total)
+            waited.add_metric([name], proj.compaction_seconds_total)
             del count
         yield from (lag, quant, events, batches, errors, backlog, letters, lsn, commit, state, paused, resyncs,
-                    breach)
+                    breach, rounds, dropped, waited)
 
 
 def make_registry(telemetry: Telemetry) -> CollectorRegistry:

@@ -12,7 +12,10 @@ source, so ``source.backlog()`` is sampled there):
   so Kafka offsets / the replication slot do not advance and the backlog is kept);
 * ``applied(batch, result, written_at)`` - a batch was durably written and acknowledged;
 * ``idle()`` - the source had nothing; ``failed(exc)`` - a sink attempt failed (retried);
-* ``stopped(exc)`` - the pipeline loop ended.
+* ``stopped(exc)`` - the pipeline loop ended;
+* ``compacted(dropped, seconds, settled, error)`` - a compaction round ran between two batches
+  (tombstones dropped per table, how long the projection waited, the position below which the
+  mirror forgot deleted keys, or why it could not).
 
 Lag is measured per change event: the time the sink write returned minus the
 event's commit time. Samples go into log-spaced buckets (10 % resolution) kept
@@ -143,6 +146,11 @@ class ProjectionTelemetry:
         self.paused_by = paused_by if paused else None
         #: catch-ups by re-snapshot started in this process (counted by :mod:`cdc_projector.rebuild.resync`)
         self.resyncs = 0
+        #: the last compaction round (None: none yet) and totals over this process
+        self.compaction: dict[str, Any] | None = None
+        self.compactions_total = 0
+        self.tombstones_dropped_total = 0
+        self.compaction_seconds_total = 0.0
         self._source_closed = False
         self._on_pause_change = on_pause_change
         #: asked before an operator's resume; True: it handed the pause to a resync instead
@@ -293,6 +301,18 @@ class ProjectionTelemetry:
             self._slot(now).errors += 1
         self._sample_backlog(source)
 
+    def compacted(self, dropped: Mapping[str, int], seconds: float, settled: str | None,
+                  error: str | None) -> None:
+        """A compaction round: ``dropped`` tombstones per table (empty: nothing worth it),
+        ``seconds`` the projection waited, ``settled`` the position below which the mirror may
+        forget deleted keys (None: unknown, ``error`` says why when it is not just absent)."""
+        with self._lock:
+            self.compaction = {"at": self.clock(), "seconds": round(seconds, 3), "dropped": dict(dropped),
+                               "settled": settled, "error": error}
+            self.compactions_total += 1
+            self.tombstones_dropped_total += sum(dropped.values())
+            self.compaction_seconds_total += seconds
+
     def stopped(self, exc: BaseException | None) -> None:
         with self._lock:
             self._phase = "stopped"
@@ -402,6 +422,11 @@ class ProjectionTelemetry:
                 "last_error": self.last_error, "last_error_at": self.last_error_at,
                 "dead_letters": self.dead_letters, "recent_dead_letters": list(self.recent_letters)[-10:],
                 "rebuild": self.rebuild,
+                "compaction": None if self.compaction is None else {
+                    **self.compaction, "dropped": dict(self.compaction["dropped"]),
+                    "rounds_total": self.compactions_total,
+                    "tombstones_dropped_total": self.tombstones_dropped_total,
+                    "seconds_total": round(self.compaction_seconds_total, 3)},
                 "snapshot": None if self.snapshot is None else {"rows": dict(self.snapshot)},
                 "slo": {"lag_p95_ms": self.slo.lag_p95_ms, "stale_after_s": self.slo.stale_after_s},
             }

@@ -13,9 +13,11 @@ from typing import Callable
 import psycopg2
 import pytest
 
+from cdc_projector.ops.client import OpsClient
 from cdc_projector.sample.seed import seed
 from cdc_projector.sample.workload import run_workload
-from tests.integration.test_clickhouse_engine_helpers import Projector, kafka_oracle_problems, oracle_problems
+from tests.integration.test_clickhouse_engine_helpers import (Projector, kafka_oracle_problems, oracle_problems,
+                                                               retry)
 from tests.support.debezium import Capture, debezium, restart_task  # noqa: F401  (fixture)
 from tests.support.pgdb import PgDb, pgdb  # noqa: F401  (fixture)
 from tests.support.services import CONNECT_URL
@@ -112,6 +114,12 @@ def test_kafka_mode_drops_deleted_keys_debezium_cannot_send_again(pgdb: PgDb, tm
         # settled once Debezium confirmed the delete to its slot and the checkpoint passed the
         # end offsets read after that
         projector.wait_logged("compacted _cdcp_mirror:", 180)
+
+        def shown() -> None:               # and the status says so
+            rounds = OpsClient(f"http://127.0.0.1:{projector.port}").status()["projections"][0]["compaction"]
+            assert rounds and rounds["settled"] and rounds["error"] is None, rounds
+            assert rounds["tombstones_dropped_total"] >= 1333, rounds        # the orders' keys at least
+        retry(shown)
     finally:
         projector.stop()
     assert _mirror_keys(projector) == {"live": _count(pgdb, "orders"), "gone": 0}

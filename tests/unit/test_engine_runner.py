@@ -13,6 +13,8 @@ from cdc_projector.engine.plan import build_plan
 from cdc_projector.engine.runner import Backoff, Pipeline
 from cdc_projector.errors import SinkUnavailable, SourceError
 from cdc_projector.events import ChangeEvent, Op, Position
+from cdc_projector.ops.metrics import make_registry, render
+from cdc_projector.ops.telemetry import ProjectionTelemetry, Telemetry
 from cdc_projector.sinks.base import StoredCheckpoint, ViewChange, WriteStats
 from cdc_projector.sources.base import Batch, Checkpoint, ResumeFn
 from tests.unit.test_engine_cases import CUSTOMERS, PROFILE, Events
@@ -266,13 +268,45 @@ def test_a_settled_position_that_cannot_be_read_still_compacts_the_views(caplog:
     target = CompactingTarget()
     plan = build_plan("profile", Projection.model_validate(PROFILE))
     source = UnsettledSource([Batch([e.customer(1)], {"s": 5})])
+    seen = ProjectionTelemetry("profile")
     p = Pipeline(plan, source, target, ListLetters(), backoff=Backoff(first_s=0.0, max_s=0.0),
-                 compact_every_s=1e-9)
+                 compact_every_s=1e-9, observer=seen)
     p.open()
     with caplog.at_level(logging.WARNING):
         p.step()
     assert target.compactions == [None]                 # the views' compaction ran, the mirror's did not
     assert "settled position is unknown" in caplog.text and "decodes database 'other'" in caplog.text
+    shown = seen.status()["compaction"]                 # and the status says why
+    assert shown["settled"] is None and "decodes database 'other'" in shown["error"]
+
+
+class DroppingTarget(CompactingTarget):
+    def compact(self, settled: Position | None = None) -> dict[str, Any]:
+        super().compact(settled)
+        return {"profile_data": {"tombstones": 3, "rows": 10, "after": 7},
+                "_cdcp_mirror": {"tombstones": 2, "rows": 8, "after": 6}}
+
+
+def test_compaction_rounds_show_in_the_status_and_the_metrics() -> None:
+    e = Events()
+    plan = build_plan("profile", Projection.model_validate(PROFILE))
+    telemetry = Telemetry()
+    seen = telemetry.add(ProjectionTelemetry("profile"))
+    source = SettledSource([Batch([e.customer(1)], {"s": 5}), Batch([e.customer(2)], {"s": 9})])
+    p = Pipeline(plan, source, DroppingTarget(), ListLetters(), backoff=Backoff(first_s=0.0, max_s=0.0),
+                 compact_every_s=1e-9, observer=seen)
+    p.open()
+    assert seen.status()["compaction"] is None          # no round yet
+    p.step()
+    p.step()
+    shown = seen.status()["compaction"]
+    assert shown["dropped"] == {"profile_data": 3, "_cdcp_mirror": 2}
+    assert shown["settled"] == "0/9#0" and shown["error"] is None
+    assert shown["rounds_total"] == 2 and shown["tombstones_dropped_total"] == 10 and shown["seconds"] >= 0
+    text = render(make_registry(telemetry)).decode()
+    assert 'cdc_projector_compactions_total{projection="profile"} 2.0' in text
+    assert 'cdc_projector_tombstones_dropped_total{projection="profile"} 10.0' in text
+    assert 'cdc_projector_compaction_seconds_total{projection="profile"}' in text
 
 
 def test_the_direct_source_settles_at_the_end_of_the_last_applied_transaction() -> None:
