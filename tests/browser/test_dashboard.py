@@ -35,7 +35,7 @@ def test_dashboard_shows_live_projections(pgdb: PgDb, mongo_db: str, tmp_path: P
     assert Path(CHROMIUM).exists(), "chromium missing: `apt-get install -y chromium` (make setup)"
     seed(pgdb.dsn, customers=20, products=10, orders=40, seed=5)
     port = free_port()
-    config = write_config(tmp_path / "shop.yaml", pgdb, MONGODB_URL, mongo_db, port, NAMES)
+    config = write_config(tmp_path / "shop.yaml", pgdb, MONGODB_URL, mongo_db, port, NAMES, compact_every_s=2)
     run = Projector(config, tmp_path / "state", port, tmp_path / "run.log").start()
     stop = threading.Event()
     writer = threading.Thread(target=run_workload, args=(pgdb.dsn,),
@@ -69,6 +69,11 @@ def test_dashboard_shows_live_projections(pgdb: PgDb, mongo_db: str, tmp_path: P
                             and all(page.inner_text(f'tr[data-projection="{n}"] td.lsn') != first_events[n]
                                     for n in NAMES))
                 eventually(updated, "the dashboard did not update (time, chart, applied LSN)", timeout=60, every=1)
+
+                def compaction_shown() -> bool:     # the name's tooltip (compaction every 2 s here)
+                    title = page.get_attribute('tr[data-projection="order_document"] td:first-child', "title")
+                    return "tombstones dropped in" in (title or "")
+                eventually(compaction_shown, "compaction rounds not shown", timeout=60, every=1)
                 artifacts = ROOT / "artifacts"
                 artifacts.mkdir(exist_ok=True)
                 page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)

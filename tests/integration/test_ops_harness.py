@@ -47,7 +47,8 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = 90.0, every
 def write_config(path: Path, db: PgDb, mongo_url: str, mongo_db: str, port: int,
                  names: tuple[str, ...] = ("customer_profile", "order_document"),
                  slo: dict[str, Any] | None = None, batch_size: int = 1000,
-                 clickhouse_url: str | None = None, read_ahead: bool = False) -> Path:
+                 clickhouse_url: str | None = None, read_ahead: bool = False,
+                 compact_every_s: int | None = None) -> Path:
     """A projection file with shop.yaml's ``names``: document projections into one MongoDB
     sink; table and aggregate projections into ClickHouse at ``clickhouse_url`` (e.g.
     ``chdb:///tmp/x``) when given, else into MongoDB too.
@@ -69,7 +70,8 @@ def write_config(path: Path, db: PgDb, mongo_url: str, mongo_db: str, port: int,
         "source": {"dsn": db.capture_dsn, "slot_name": f"t_ops_{uuid.uuid4().hex[:8]}",
                    "publication": db.publication, "read_ahead": read_ahead},
         "sinks": sinks,
-        "runtime": {"batch_size": batch_size, "batch_ms": 100, "http": {"bind": "127.0.0.1", "port": port}},
+        "runtime": {"batch_size": batch_size, "batch_ms": 100, "http": {"bind": "127.0.0.1", "port": port},
+                    **({"compact_every_s": compact_every_s} if compact_every_s else {})},
         "projections": projections,
     }, sort_keys=False))
     return path
