@@ -228,10 +228,15 @@ def test_only_ack_moves_confirmed_flush_lsn(pgdb: PgDb) -> None:
         start = confirmed_flush(pgdb, src.slot_name)
         execute(pgdb, "INSERT INTO countries VALUES ('AA', 'x', NULL)")
         execute(pgdb, "INSERT INTO countries VALUES ('BB', 'x', NULL)")
-        _, cp = collect(src, lambda ev: len(ev) >= 2)
+        events, cp = collect(src, lambda ev: len(ev) >= 2)
         for _ in range(3):                  # more polls, keepalives, psycopg2 status feedback: no ack
             src.poll(10, 0.3)
-        assert confirmed_flush(pgdb, src.slot_name) == start
+        # not over the delivered, unacknowledged transactions: PostgreSQL sends again every one
+        # whose commit record is at or after the slot's position. (It may have moved over WAL
+        # that held nothing for the slot - other databases' writes, e.g. tests beside this one:
+        # with everything received acknowledged, psycopg2 forwards the flush position to a
+        # keepalive's WAL end - which is why this is not `== start`.)
+        assert start <= confirmed_flush(pgdb, src.slot_name) < min(e.position.commit_lsn for e in events)
         src.ack(cp)
         for _ in range(20):                 # the read-ahead thread sends it (woken by the ack)
             src.poll(10, 0.1)
