@@ -50,6 +50,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+from cdc_projector.connect.client import ConnectClient  # noqa: E402
 from cdc_projector.sample.seed import seed  # noqa: E402
 from cdc_projector.sample.workload import run_workload  # noqa: E402
 from tests.integration.test_clickhouse_engine_helpers import (Projector, kafka_oracle_problems,  # noqa: E402
@@ -122,11 +123,10 @@ def _collections(log: str) -> str:
 def sweep() -> None:
     """Drop what killed campaigns left: the connectors capturing a ``cdcp_fz_*`` database (with
     their slots and topics), then those databases (with any slot left)."""
-    import requests
     if reachable("connect"):
-        connectors = requests.get(f"{CONNECT_URL}/connectors?expand=info", timeout=30).json()
-        for name, entry in connectors.items():
-            config = entry["info"]["config"]
+        with ConnectClient(CONNECT_URL) as client:
+            configs = client.configs()
+        for name, config in configs.items():
             if config.get("database.dbname", "").startswith(f"{PREFIX}_"):
                 unregister(Capture(name=name, database=config["database.dbname"],
                                    publication=config.get("publication.name", ""),

@@ -108,6 +108,11 @@ class ConnectClient:
         """Classes of the installed connector plugins."""
         return [p["class"] for p in self._request("GET", "/connector-plugins").json()]
 
+    def configs(self) -> dict[str, dict[str, str]]:
+        """Every registered connector's config, in one request (``GET /connectors?expand=info``)."""
+        found = self._request("GET", "/connectors?expand=info").json()
+        return {name: dict(entry["info"]["config"]) for name, entry in found.items()}
+
     def get_config(self, name: str) -> dict[str, str] | None:
         """A connector's config, or None if it does not exist."""
         resp = self._request("GET", f"/connectors/{name}/config", ok=(200, 404))

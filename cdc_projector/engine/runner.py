@@ -203,10 +203,9 @@ class Pipeline:
         for table, figures in done.items():
             log.info("%s: compacted %s: %d tombstones dropped, %d -> %d stored rows (%.1f s)", self.plan.name,
                      table, figures["tombstones"], figures["rows"], figures["after"], time.monotonic() - t0)
-        report = getattr(self.observer, "compacted", None)
-        if report is not None:
-            report({table: figures["tombstones"] for table, figures in done.items()}, time.monotonic() - t0,
-                   None if settled is None else str(settled), unknown)
+        if self.observer is not None:
+            self.observer.compacted({table: figures["tombstones"] for table, figures in done.items()},
+                                    time.monotonic() - t0, None if settled is None else str(settled), unknown)
 
     def _settled(self) -> tuple[Position | None, str | None]:
         """The position below which the source never delivers an event again, given the stored

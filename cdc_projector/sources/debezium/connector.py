@@ -38,7 +38,7 @@ def feeder(url: str, topic_prefix: str) -> Feeder | None:
     topics (:func:`feeder_of`). Raises :class:`~cdc_projector.errors.ConnectError` when Connect
     cannot be asked."""
     with ConnectClient(url) as client:
-        return feeder_of({name: client.get_config(name) or {} for name in client.connectors()}, topic_prefix)
+        return feeder_of(client.configs(), topic_prefix)
 
 
 def feeder_of(configs: Mapping[str, Mapping[str, str]], topic_prefix: str) -> Feeder | None:
