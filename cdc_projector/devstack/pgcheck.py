@@ -18,15 +18,14 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from ..errors import PreflightError, SourceError
-from ..errors import redact as redact_dsn
+from ..errors import PreflightError, SourceError, redact
 
 
 def translate_connect_error(exc: psycopg2.Error, dsn: str) -> SourceError:
     """Turn a psycopg2 connection error into a one-line SourceError that says what to do."""
     text = str(exc).strip()
     first = text.splitlines()[0] if text else type(exc).__name__
-    where = redact_dsn(dsn)
+    where = redact(dsn)
     low = text.lower()
     if "password authentication failed" in low:
         user = re.search(r'for user "([^"]+)"', text)

@@ -306,7 +306,7 @@ class ProjectionTelemetry:
         """A compaction round: ``dropped`` tombstones per table (empty: nothing worth it),
         ``seconds`` the projection waited, ``settled`` the position below which the mirror may
         forget deleted keys (None: unknown, ``error`` says why when it is not just absent)."""
-        with self._lock:
+        with self._lock:               # replaced each round, never changed: status shares it
             self.compaction = {"at": self.clock(), "seconds": round(seconds, 3), "dropped": dict(dropped),
                                "settled": settled, "error": error}
             self.compactions_total += 1
@@ -423,8 +423,7 @@ class ProjectionTelemetry:
                 "dead_letters": self.dead_letters, "recent_dead_letters": list(self.recent_letters)[-10:],
                 "rebuild": self.rebuild,
                 "compaction": None if self.compaction is None else {
-                    **self.compaction, "dropped": dict(self.compaction["dropped"]),
-                    "rounds_total": self.compactions_total,
+                    **self.compaction, "rounds_total": self.compactions_total,
                     "tombstones_dropped_total": self.tombstones_dropped_total,
                     "seconds_total": round(self.compaction_seconds_total, 3)},
                 "snapshot": None if self.snapshot is None else {"rows": dict(self.snapshot)},
